@@ -1,0 +1,653 @@
+#!/usr/bin/env python3
+"""Side-by-side overhead benchmark: direct vs medic-gateway vs LiteLLM proxy vs Portkey gateway.
+
+All four setups sit in front of the same fast fake OpenAI-compatible upstream (bench/fake_upstream.py)
+and are driven by wrk with the same Lua script (bench/chat.lua). Per setup it measures
+
+  * serial latency: one connection, one wrk thread, sequential non-streaming
+    POST /v1/chat/completions (p50/p99 from wrk's latency histogram);
+  * serial streaming latency (stream: true) p50, time to the complete SSE response;
+  * throughput: requests/s at 16 connections (2 wrk threads);
+  * resident memory: summed VmRSS of the server's process tree, read from /proc after the load.
+
+    python bench/run.py [--duration 10] [--only direct,medic-gateway,litellm,portkey]
+
+Missing tools are installed on first use: wrk with apt-get, LiteLLM into a virtualenv under
+bench/.work/, the Portkey gateway with npm under bench/.work/. Results go to stdout as Markdown and
+to bench/results/latest.md (plus a timestamped copy and latest.json). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+RESULTS = BENCH / "results"
+LOGS = WORK / "logs"
+LUA = BENCH / "chat.lua"
+MODEL = "bench-model"
+
+LITELLM_VENV = WORK / "litellm-venv"
+PORTKEY_DIR = WORK / "portkey"
+PORTKEY_ENTRY = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+PROJECT_VENV = ROOT / ".venv"
+
+# Targets for medic-gateway (from the performance issue).
+TARGET_ADDED_P50_MS = 0.3
+TARGET_X_LITELLM = 30.0
+TARGET_X_PORTKEY = 3.0
+TARGET_RSS_MB = 150.0
+
+ALL_SETUPS = ["direct", "medic-gateway", "litellm", "portkey"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sh(cmd: list[str], **kw: object) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout.strip()  # type: ignore[call-overload, no-any-return]
+
+
+def sh_quiet(cmd: list[str]) -> str:
+    try:
+        return sh(cmd)
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+# --------------------------------------------------------------------------------------- installs
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    log("wrk not found: installing it with apt-get (Debian/Ubuntu package 'wrk')")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    path = shutil.which("wrk")
+    if not path:
+        sys.exit("wrk is still missing after apt-get install")
+    return path
+
+
+def ensure_litellm(spec: str) -> Path:
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if exe.exists():
+        return exe
+    log(f"installing {spec!r} into {rel(LITELLM_VENV)} (a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, spec], check=True)
+    return exe
+
+
+def ensure_portkey(spec: str) -> Path:
+    if PORTKEY_ENTRY.exists():
+        return PORTKEY_ENTRY
+    if not shutil.which("npm"):
+        sys.exit("npm is needed for the Portkey gateway (Debian: apt-get install -y nodejs npm)")
+    log(f"installing {spec} with npm into {rel(PORTKEY_DIR)}")
+    PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
+    if not (PORTKEY_DIR / "package.json").exists():
+        (PORTKEY_DIR / "package.json").write_text('{"name": "bench-portkey", "private": true}\n')
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", spec], cwd=PORTKEY_DIR, check=True)
+    return PORTKEY_ENTRY
+
+
+# --------------------------------------------------------------------------------------- processes
+
+
+def proc_children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        kids.setdefault(ppid, []).append(int(d.name))
+    return kids
+
+
+def proc_tree(pid: int) -> list[int]:
+    kids = proc_children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mb(pid: int) -> tuple[float, float, int]:
+    """(summed VmRSS, summed VmHWM peak, process count) of pid and its descendants."""
+    pids = proc_tree(pid)
+    rss = sum(status_kb(p, "VmRSS") for p in pids)
+    hwm = sum(status_kb(p, "VmHWM") for p in pids)
+    return rss / 1024, hwm / 1024, len(pids)
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    logfile: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def spawn(name: str, cmd: list[str], cpus: str | None, env: dict[str, str] | None = None, cwd: Path | None = None) -> Server:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    logfile = LOGS / f"{name}.log"
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    log(f"start {name}: {' '.join(cmd)}")
+    fh = open(logfile, "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **(env or {})}, cwd=cwd,
+    )
+    fh.close()
+    return Server(name, proc, logfile)
+
+
+# --------------------------------------------------------------------------------------- HTTP checks
+
+
+def http_req(port: int, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, bytes, dict[str, str]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read(), {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
+
+
+def chat_body(stream: bool) -> bytes:
+    body: dict[str, object] = {
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in one short sentence."},
+        ],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def wait_ready(srv: Server, port: int, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            raise RuntimeError(f"{srv.name} exited with {srv.proc.returncode}; see {rel(srv.logfile)}:\n{tail(srv.logfile)}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _, _ = http_req(port, "GET", path, None, {}, timeout=2)
+            if status < 500:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"{srv.name} not ready after {timeout:.0f}s; see {rel(srv.logfile)}:\n{tail(srv.logfile)}")
+
+
+def tail(p: Path, n: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(p.read_text(errors="replace").splitlines()[-n:])
+    return ""
+
+
+def preflight(port: int, headers: dict[str, str]) -> None:
+    """One non-streaming and one streaming request must come back valid before anything is timed."""
+    h = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench", **headers}
+    status, body, _ = http_req(port, "POST", "/v1/chat/completions", chat_body(False), h)
+    if status != 200:
+        raise RuntimeError(f"non-streaming preflight: HTTP {status}: {body[:500]!r}")
+    obj = json.loads(body)
+    if obj.get("object") != "chat.completion" or not obj.get("choices") or "usage" not in obj:
+        raise RuntimeError(f"non-streaming preflight: unexpected body {body[:500]!r}")
+    status, body, rh = http_req(port, "POST", "/v1/chat/completions", chat_body(True), h)
+    if status != 200:
+        raise RuntimeError(f"streaming preflight: HTTP {status}: {body[:500]!r}")
+    events = [ln[6:] for ln in body.decode().splitlines() if ln.startswith("data: ")]
+    if not events or events[-1].strip() != "[DONE]" or "text/event-stream" not in rh.get("content-type", ""):
+        raise RuntimeError(f"streaming preflight: not an SSE stream ending in [DONE]: {body[:500]!r}")
+
+
+# --------------------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def run_wrk(wrk: str, url: str, *, conns: int, threads: int, seconds: float, stream: bool, headers: dict[str, str], cpus: str | None) -> WrkResult:
+    env = {
+        **os.environ,
+        "BENCH_STREAM": "1" if stream else "0",
+        "BENCH_MODEL": MODEL,
+        "BENCH_HEADERS": "|".join(f"{k}: {v}" for k, v in headers.items()),
+    }
+    cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency", "-s", str(LUA), url]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    m = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.M)
+    if not m:
+        raise RuntimeError(f"wrk printed no BENCH_RESULT line:\n{out}")
+    r = json.loads(m.group(1))
+    errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+    return WrkResult(r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1000, r["p99_us"] / 1000, r["non2xx"], errors)
+
+
+# --------------------------------------------------------------------------------------- setups
+
+
+@dataclass
+class Setup:
+    name: str
+    label: str
+    health_path: str = "/v1/models"
+    headers: dict[str, str] = field(default_factory=dict)
+    start: Callable[[int, str, str | None], Server] | None = None  # (port, upstream base url, cpus) -> Server
+    version: Callable[[], str] = lambda: ""
+    ready_timeout: float = 60.0
+    notes: str = ""
+
+
+def gateway_cmd(args: argparse.Namespace) -> list[str] | None:
+    if args.gateway_cmd:
+        return args.gateway_cmd.split()
+    exe = PROJECT_VENV / "bin" / "medic-gateway"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("medic-gateway")
+    return [found] if found else None
+
+
+def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
+    s: dict[str, Setup] = {}
+
+    s["direct"] = Setup("direct", "direct (no gateway)", version=lambda: "fake upstream (bench/fake_upstream.py)")
+
+    def start_gateway(port: int, upstream: str, cpus: str | None) -> Server:
+        cmd = gateway_cmd(args)
+        if cmd is None:
+            raise RuntimeError("medic-gateway CLI not found: run `pip install -e .` in the project venv (.venv)")
+        extra = args.gateway_args.split() if args.gateway_args else []
+        return spawn("medic-gateway", [*cmd, "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port), *extra], cpus)
+
+    def gateway_version() -> str:
+        cmd = gateway_cmd(args)
+        py = PROJECT_VENV / "bin" / "python"
+        ver = sh_quiet([str(py), "-c", "import importlib.metadata as m; print(m.version('medic-gateway'))"]) if py.exists() else "?"
+        rev = sh_quiet(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+        dirty = sh_quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--", "gateway"])
+        rev = rev if rev != "?" else "no commit"
+        return f"medic-gateway {ver} (git {rev}{', gateway/ modified' if dirty not in ('', '?') else ''})" + ("" if cmd else " [CLI missing]")
+
+    s["medic-gateway"] = Setup("medic-gateway", "medic-gateway", health_path="/healthz", start=start_gateway, version=gateway_version, ready_timeout=60)
+
+    def start_litellm(port: int, upstream: str, cpus: str | None) -> Server:
+        exe = ensure_litellm(args.litellm_spec)
+        cfg = WORK / "litellm-config.yaml"
+        cfg.write_text(
+            "# generated by bench/run.py: one model, routed to the fake upstream as an OpenAI-compatible backend\n"
+            "model_list:\n"
+            f"  - model_name: {MODEL}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{MODEL}\n"
+            f"      api_base: {upstream}\n"
+            "      api_key: sk-bench\n"
+            "litellm_settings:\n"
+            "  set_verbose: false\n"
+            "  request_timeout: 600\n"
+        )
+        env = {
+            "LITELLM_LOG": "ERROR",  # production docs: log errors only
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch of the cost map at start
+            "LITELLM_MODE": "PRODUCTION",  # do not read a .env file
+        }
+        cmd = [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+        return spawn("litellm", cmd, cpus, env=env, cwd=WORK)
+
+    def litellm_version() -> str:
+        py = LITELLM_VENV / "bin" / "python"
+        if not py.exists():
+            return "litellm (not installed)"
+        v = sh_quiet([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+        uv = sh_quiet([str(py), "-c", "import importlib.metadata as m; print(m.version('uvicorn'))"])
+        return f"litellm[proxy] {v} (uvicorn {uv}, {sh_quiet([str(py), '-V'])})"
+
+    s["litellm"] = Setup(
+        "litellm", "LiteLLM proxy", health_path="/health/liveliness", start=start_litellm, version=litellm_version,
+        ready_timeout=240, notes="1 worker (uvicorn), no database, no master key; LITELLM_LOG=ERROR",
+    )
+
+    def start_portkey(port: int, upstream: str, cpus: str | None) -> Server:
+        entry = ensure_portkey(args.portkey_spec)
+        # --headless: no web UI / log-stream routes; NODE_ENV=production is the normal Node deployment mode.
+        return spawn("portkey", ["node", str(entry), f"--port={port}", "--headless"], cpus, env={"NODE_ENV": "production"}, cwd=PORTKEY_DIR)
+
+    def portkey_version() -> str:
+        pj = PORTKEY_ENTRY.parent.parent / "package.json"
+        v = json.loads(pj.read_text())["version"] if pj.exists() else "(not installed)"
+        return f"@portkey-ai/gateway {v} (node {sh_quiet(['node', '--version'])})"
+
+    s["portkey"] = Setup(
+        "portkey", "Portkey gateway", health_path="/", start=start_portkey, version=portkey_version, ready_timeout=60,
+        notes="x-portkey-provider: openai + x-portkey-custom-host; --headless, NODE_ENV=production",
+    )
+    return s
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+@dataclass
+class Row:
+    setup: Setup
+    serial: WrkResult | None = None
+    stream: WrkResult | None = None
+    load: WrkResult | None = None
+    rss_mb: float | None = None
+    peak_mb: float | None = None
+    nprocs: int = 0
+    error: str = ""
+
+
+def measure(setup: Setup, args: argparse.Namespace, wrk: str, upstream_port: int, upstream_url: str, cpus: dict[str, str | None]) -> Row:
+    row = Row(setup)
+    srv: Server | None = None
+    try:
+        if setup.start is None:
+            port = upstream_port
+        else:
+            port = free_port()
+            srv = setup.start(port, upstream_url, cpus["server"])
+            wait_ready(srv, port, setup.health_path, setup.ready_timeout)
+        headers = dict(setup.headers)
+        if setup.name == "portkey":
+            headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream_url}
+        preflight(port, headers)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        w = dict(wrk=wrk, url=url, headers=headers, cpus=cpus["client"])
+        log(f"{setup.name}: warm-up {args.warmup:.0f}s")
+        run_wrk(**w, conns=args.connections, threads=args.threads, seconds=args.warmup, stream=False)  # type: ignore[arg-type]
+        log(f"{setup.name}: serial {args.serial_duration:.0f}s")
+        row.serial = run_wrk(**w, conns=1, threads=1, seconds=args.serial_duration, stream=False)  # type: ignore[arg-type]
+        if not args.no_stream:
+            log(f"{setup.name}: serial streaming {args.serial_duration:.0f}s")
+            row.stream = run_wrk(**w, conns=1, threads=1, seconds=args.serial_duration, stream=True)  # type: ignore[arg-type]
+        log(f"{setup.name}: {args.connections} connections {args.duration:.0f}s")
+        row.load = run_wrk(**w, conns=args.connections, threads=args.threads, seconds=args.duration, stream=False)  # type: ignore[arg-type]
+        if srv is not None:
+            row.rss_mb, row.peak_mb, row.nprocs = tree_rss_mb(srv.proc.pid)
+            if srv.proc.poll() is not None:
+                raise RuntimeError(f"{setup.name} exited during the run; see {rel(srv.logfile)}")
+        for name, r in (("serial", row.serial), ("stream", row.stream), ("load", row.load)):
+            if r and (r.non2xx or r.errors):
+                row.error += f"{name}: {r.non2xx} non-2xx, {r.errors} socket errors; "
+    except Exception as e:  # noqa: BLE001 - one failing setup must not sink the others
+        row.error = f"{type(e).__name__}: {e}"
+        log(f"{setup.name} FAILED: {row.error}")
+    finally:
+        if srv is not None:
+            srv.stop()
+    return row
+
+
+def fmt_ms(v: float | None) -> str:
+    return "—" if v is None else (f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms")
+
+
+def build_report(rows: list[Row], args: argparse.Namespace, versions: dict[str, str], env_lines: list[str]) -> tuple[str, dict[str, object]]:
+    by = {r.setup.name: r for r in rows}
+    direct = by.get("direct")
+    d50 = direct.serial.p50_ms if direct and direct.serial else None
+    ds50 = direct.stream.p50_ms if direct and direct.stream else None
+    gw = by.get("medic-gateway")
+
+    # Targets for medic-gateway: (short name, target, measured, PASS/FAIL/n/a).
+    targets: list[tuple[str, str, str, str]] = []
+    if gw:
+        gs = gw.serial
+        added = gs.p50_ms - d50 if gs and d50 is not None else None
+        targets.append(("p50", f"added serial p50 over direct ≤ {TARGET_ADDED_P50_MS} ms",
+                        "—" if added is None else f"+{added:.3f} ms",
+                        "n/a" if added is None else ("PASS" if added <= TARGET_ADDED_P50_MS else "FAIL")))
+        g_rps = gw.load.rps if gw.load and not gw.error else None
+        for other, mult, label in (("litellm", TARGET_X_LITELLM, "LiteLLM proxy"), ("portkey", TARGET_X_PORTKEY, "Portkey gateway")):
+            o = by.get(other)
+            o_rps = o.load.rps if o and o.load and not o.error else None
+            if g_rps is None or not o_rps:
+                targets.append((f"req/s vs {other}", f"req/s ≥ {mult:g}× {label}", "—", "n/a"))
+            else:
+                x = g_rps / o_rps
+                targets.append((f"req/s vs {other}", f"req/s ≥ {mult:g}× {label}",
+                                f"{x:.1f}× ({g_rps:,.0f} vs {o_rps:,.0f})", "PASS" if x >= mult else "FAIL"))
+        rss = gw.rss_mb
+        targets.append(("RSS", f"resident memory ≤ {TARGET_RSS_MB:g} MB", "—" if rss is None else f"{rss:.0f} MB",
+                        "n/a" if rss is None else ("PASS" if rss <= TARGET_RSS_MB else "FAIL")))
+    gw_summary = ""
+    if targets:
+        npass = sum(t[3] == "PASS" for t in targets)
+        gw_summary = f"{npass}/{len(targets)} PASS"
+        missed = [f"{t[0]} {t[3]}" for t in targets if t[3] != "PASS"]
+        if missed:
+            gw_summary += " (" + ", ".join(missed) + ")"
+
+    lines = [
+        f"# medic-gateway benchmark — {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        "",
+        f"Fake upstream: bench/fake_upstream.py. Client: wrk + bench/chat.lua. Serial = 1 connection, 1 thread, "
+        f"{args.serial_duration:.0f} s; load = {args.connections} connections, {args.threads} threads, {args.duration:.0f} s "
+        f"(after a {args.warmup:.0f} s warm-up). RSS = summed VmRSS of the server's process tree after the load.",
+        "",
+        f"| setup | serial p50 | serial p99 | added p50 vs direct | stream p50 | req/s @{args.connections} conns | RSS | targets |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.error and not (r.serial and r.load):
+            lines.append(f"| {r.setup.label} | error | | | | | | {r.error[:120].replace('|', '/')} |")
+            continue
+        added = f"+{r.serial.p50_ms - d50:.2f} ms" if r.serial and d50 is not None and r.setup.name != "direct" else "—"
+        st = fmt_ms(r.stream.p50_ms) if r.stream else "—"
+        if r.stream and ds50 is not None and r.setup.name != "direct":
+            st += f" (+{r.stream.p50_ms - ds50:.2f})"
+        rss = f"{r.rss_mb:.0f} MB" if r.rss_mb is not None else "— (upstream only)"
+        tcol = gw_summary if r.setup.name == "medic-gateway" else ""
+        if r.error:
+            tcol = (tcol + " ⚠ " + r.error).strip()
+        rps = f"{r.load.rps:,.0f}" if r.load else "—"
+        lines.append(f"| {r.setup.label} | {fmt_ms(r.serial.p50_ms if r.serial else None)} | "
+                     f"{fmt_ms(r.serial.p99_ms if r.serial else None)} | {added} | {st} | {rps} | {rss} | {tcol} |")
+    if targets:
+        lines += ["", "## medic-gateway targets", "", "| target | measured | result |", "|---|---|---|"]
+        lines += [f"| {b} | {c} | {d} |" for _, b, c, d in targets]
+    lines += ["", "## Versions and environment", ""]
+    lines += [f"- {k}: {v}" for k, v in versions.items()]
+    lines += [f"- {x}" for x in env_lines]
+    notes = [f"- {r.setup.label}: {r.setup.notes}" for r in rows if r.setup.notes]
+    notes += [f"- {r.setup.label}: peak RSS (summed VmHWM) {r.peak_mb:.0f} MB over {r.nprocs} process(es)" for r in rows if r.peak_mb]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    lines.append("")
+    data: dict[str, object] = {
+        "rows": [
+            {
+                "setup": r.setup.name,
+                "serial_p50_ms": r.serial.p50_ms if r.serial else None,
+                "serial_p99_ms": r.serial.p99_ms if r.serial else None,
+                "stream_p50_ms": r.stream.p50_ms if r.stream else None,
+                "rps": r.load.rps if r.load else None,
+                "rss_mb": r.rss_mb,
+                "peak_rss_mb": r.peak_mb,
+                "error": r.error,
+            }
+            for r in rows
+        ],
+        "targets": [{"target": b, "measured": c, "result": d} for _, b, c, d in targets],
+        "versions": versions,
+        "environment": env_lines,
+        "args": vars(args),
+    }
+    return "\n".join(lines), data
+
+
+def environment(args: argparse.Namespace, cpus: dict[str, str | None], wrk: str) -> list[str]:
+    cpu_model = "?"
+    with contextlib.suppress(OSError):
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu_model = m.group(1) if m else "?"
+    pin = "none (the kernel schedules client, server and upstream on all CPUs)" if not args.pin else (
+        f"server tree on CPU {cpus['server']}, fake upstream on CPU {cpus['upstream']}, wrk on CPU {cpus['client']}")
+    return [
+        f"machine: {os.cpu_count()} CPUs ({cpu_model}), Linux {platform.release()}",
+        f"CPU pinning: {pin}",
+        f"command: python {' '.join([rel(Path(sys.argv[0]))] + sys.argv[1:])}",
+    ]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of the 16-connection load per setup (default 10)")
+    p.add_argument("--serial-duration", type=float, default=5.0, help="seconds of each serial run (default 5)")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load before measuring (default 2)")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2, help="wrk threads for the load run (default 2)")
+    p.add_argument("--only", default=",".join(ALL_SETUPS), help=f"comma-separated subset of {','.join(ALL_SETUPS)}")
+    p.add_argument("--no-stream", action="store_true", help="skip the serial streaming run")
+    p.add_argument("--pin", action="store_true", help="pin server tree to CPU 0, upstream and wrk to CPU 1 (taskset)")
+    p.add_argument("--gateway-cmd", default="", help="command that starts medic-gateway (default: .venv/bin/medic-gateway)")
+    p.add_argument("--gateway-args", default="", help="extra arguments appended to `medic-gateway serve ...`")
+    p.add_argument("--litellm-spec", default="litellm[proxy]", help="pip requirement for LiteLLM (e.g. 'litellm[proxy]==1.80.0')")
+    p.add_argument("--portkey-spec", default="@portkey-ai/gateway", help="npm package spec for Portkey (e.g. @portkey-ai/gateway@1.15.2)")
+    p.add_argument("--output", default=str(RESULTS / "latest.md"), help="Markdown report path (default bench/results/latest.md)")
+    args = p.parse_args()
+
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(only) - set(ALL_SETUPS)
+    if unknown:
+        p.error(f"unknown setups {sorted(unknown)}; choose from {ALL_SETUPS}")
+    if "direct" not in only:
+        only.insert(0, "direct")  # the baseline is always measured
+    only = [x for x in ALL_SETUPS if x in only]
+
+    wrk = ensure_wrk()
+    # Install up front so that install time never overlaps a measurement.
+    if "litellm" in only:
+        ensure_litellm(args.litellm_spec)
+    if "portkey" in only:
+        ensure_portkey(args.portkey_spec)
+
+    ncpu = os.cpu_count() or 1
+    if args.pin and ncpu >= 2:
+        cpus: dict[str, str | None] = {"server": "0", "upstream": "1", "client": "1"}
+    else:
+        args.pin = False
+        cpus = {"server": None, "upstream": None, "client": None}
+
+    setups = make_setups(args)
+    upstream_port = free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    py = sys.executable
+    if (PROJECT_VENV / "bin" / "python").exists() and subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode != 0:
+        py = str(PROJECT_VENV / "bin" / "python")  # has uvloop: a faster fake upstream
+    upstream = spawn("fake-upstream", [py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)], cpus["upstream"])
+    rows: list[Row] = []
+    try:
+        wait_ready(upstream, upstream_port, "/v1/models", 20)
+        for name in only:
+            log(f"=== {name}")
+            rows.append(measure(setups[name], args, wrk, upstream_port, upstream_url, cpus))
+        up_rss = tree_rss_mb(upstream.proc.pid)[0]
+    finally:
+        upstream.stop()
+
+    versions = {s.label: s.version() for s in (setups[n] for n in only)}
+    versions["fake upstream"] = f"{sh_quiet([py, '-V'])}" + (" + uvloop " + sh_quiet([py, "-c", "import uvloop; print(uvloop.__version__)"]) if subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode == 0 else " (asyncio)") + f", {up_rss:.0f} MB RSS at the end"
+    wrk_v = subprocess.run([wrk, "-v"], capture_output=True, text=True)  # exits 1 after printing its version
+    versions["wrk"] = ((wrk_v.stdout or wrk_v.stderr).splitlines() or ["?"])[0].split(" Copyright")[0]
+    report, data = build_report(rows, args, versions, environment(args, cpus, wrk))
+    print(report)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if out.parent == RESULTS:
+        (RESULTS / f"{stamp}.md").write_text(report)
+        (RESULTS / "latest.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    log(f"wrote {rel(out)}")
+    return 1 if any(r.error for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

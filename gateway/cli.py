@@ -1,0 +1,150 @@
+"""The ``medic-gateway`` command: serve, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from gateway import settings
+from gateway.app import Gateway
+from gateway.settings import ConfigError, GatewayConfig, ServerConfig
+
+log = logging.getLogger("medic_gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.run(args)
+    except ConfigError as error:
+        print(f"medic-gateway: configuration error:\n{error}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medic-gateway", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the gateway")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--upstream", metavar="URL", help="one OpenAI-compatible upstream, e.g. http://vllm:8000/v1")
+    source.add_argument("--config", metavar="FILE", help="a YAML configuration file")
+    source.add_argument("--demo", action="store_true", help="forward to a built-in DEMO upstream (canned replies)")
+    serve.add_argument("--upstream-key-env", metavar="NAME", help="environment variable holding the upstream key")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="listen beyond loopback although no gateway keys are configured")  # fmt: skip
+    serve.add_argument("--access-log", action="store_true", help="log one line per request (no content)")
+    serve.set_defaults(run=_serve)
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(run=_check_config)
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = settings.load(args.file)
+    for name in settings.missing_env(config):
+        print(f"warning: environment variable {name} is not set here", file=sys.stderr)
+    print(f"{args.file}: ok ({len(config.models)} models, {len(config.upstreams)} upstreams, "
+          f"{len(config.keys)} keys)")  # fmt: skip
+    return 0
+
+
+def _config(args: argparse.Namespace, demo_url: str | None) -> GatewayConfig:
+    if args.config:
+        config = settings.load(args.config)
+    else:
+        config = settings.single_upstream(demo_url or args.upstream, args.upstream_key_env)
+    server = config.server.model_dump()
+    for key in ("host", "port"):
+        if getattr(args, key) is not None:
+            server[key] = getattr(args, key)
+    if args.access_log:
+        server["access_log"] = True
+    return config.model_copy(update={"server": ServerConfig(**server)})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform; asyncio's loop is a slower fallback
+        return asyncio.run(_serve_async(args))
+    return uvloop.run(_serve_async(args))
+
+
+async def _serve_async(args: argparse.Namespace) -> int:
+    demo = None
+    if args.demo:
+        from gateway.demo import DemoUpstream
+
+        demo = DemoUpstream()
+        await demo.start()
+    try:
+        config = _config(args, demo.url if demo else None)
+        missing = settings.missing_env(config)
+        if missing:
+            raise ConfigError(f"environment variables not set: {', '.join(missing)}")
+        if not _safe_to_listen(config, args.allow_unauthenticated, demo is not None):
+            return 2
+        await _run(config)
+    finally:
+        if demo is not None:
+            await demo.stop()
+    return 0
+
+
+def _safe_to_listen(config: GatewayConfig, allow_open: bool, demo: bool) -> bool:
+    host = config.server.host
+    if demo:
+        log.warning("DEMO MODE: replies come from a built-in demo upstream, not a model. "
+                    "Use --upstream URL to forward to a real model server.")  # fmt: skip
+    if config.keys:
+        log.info("%d gateway keys configured: requests without a valid key get 401", len(config.keys))
+        return True
+    if not _loopback(host) and not allow_open:
+        log.error("no gateway keys are configured, so the gateway accepts any key; refusing to listen on %s. "
+                  "Configure keys, or pass --allow-unauthenticated.", host)  # fmt: skip
+        return False
+    log.warning("no gateway keys configured: any bearer key is accepted; listening on %s only", host)
+    return True
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _run(config: GatewayConfig) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Gateway(config),
+            host=config.server.host,
+            port=config.server.port,
+            http="httptools",
+            lifespan="on",
+            access_log=config.server.access_log,
+            server_header=False,
+            timeout_graceful_shutdown=int(config.server.drain_timeout_s),
+            log_level="info",
+        )
+    )
+    log.info("medic-gateway on http://%s:%d/v1", config.server.host, config.server.port)
+    await server.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Retries with backoff, then fallback to the model's next upstream.
+
+Retried: upstream 429 and 5xx, and failures to connect. A timeout is not retried on the same upstream
+(it would double the wait) but does fall back. A stream is retried only until its first byte arrives,
+since the client has seen nothing before then. When every route is spent, the last upstream error is
+passed on as the upstream sent it, or the gateway answers 502 (unreachable) or 504 (timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import aiohttp
+
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from gateway.metrics import Metrics
+from gateway.upstream import Call, Reply, Upstream
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    """One route of a model: an upstream and the model's name there."""
+
+    upstream: Upstream
+    model: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    reply: Reply
+    target: Target
+    attempts: int
+
+
+async def forward(call: Call, targets: list[Target], metrics: Metrics, public_model: str) -> Outcome:
+    """Send a call along its routes; return the first usable reply, or the last upstream error."""
+    failure: GatewayError | None = None
+    attempts = 0
+    for position, target in enumerate(targets):
+        if position:
+            metrics.fallbacks.labels(public_model, targets[position - 1].upstream.name).inc()
+        last_route = position == len(targets) - 1
+        config = target.upstream.config
+        for attempt in range(config.retries + 1):
+            if attempt:
+                metrics.retries.labels(target.upstream.name, _reason(failure)).inc()
+                await asyncio.sleep(_backoff_s(attempt, config.backoff_ms, config.backoff_max_ms, failure))
+            attempts += 1
+            try:
+                reply = await target.upstream.send(call, target.model)
+            except aiohttp.ConnectionTimeoutError:
+                failure = UpstreamUnreachable(f"upstream {target.upstream.name!r} did not accept a connection")
+                continue
+            except TimeoutError:
+                failure = UpstreamTimeout(f"upstream {target.upstream.name!r} timed out")
+                break
+            except (aiohttp.ClientError, OSError):
+                failure = UpstreamUnreachable(f"upstream {target.upstream.name!r} is unreachable")
+                continue
+            final = last_route and attempt == config.retries
+            if reply.status not in RETRY_STATUSES or final:
+                return Outcome(reply, target, attempts)
+            failure = _StatusFailure(reply)
+    # Only an exception can end the loops here: a retryable status on the last try was returned above.
+    assert failure is not None
+    raise failure
+
+
+class _StatusFailure(GatewayError):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"upstream answered {reply.status}")
+        self.reply = reply
+        self.status = reply.status
+
+
+def _reason(failure: GatewayError | None) -> str:
+    if isinstance(failure, _StatusFailure):
+        return "rate_limited" if failure.status == 429 else "server_error"
+    if isinstance(failure, UpstreamTimeout):
+        return "timeout"
+    return "connection_error"
+
+
+def _backoff_s(attempt: int, base_ms: int, max_ms: int, failure: GatewayError | None) -> float:
+    """Exponential backoff with full jitter; an upstream's Retry-After wins when it is within bounds."""
+    if isinstance(failure, _StatusFailure):
+        for name, value in failure.reply.headers:
+            if name.lower() == "retry-after" and value.strip().isdigit():
+                return min(float(value), max_ms / 1000)
+    ceiling = min(max_ms, base_ms * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling) / 1000

@@ -1,0 +1,179 @@
+"""The three model endpoints: chat completions, completions and embeddings.
+
+Parse just enough of the body to route it (model, stream), forward the client's bytes, and relay the
+answer: a JSON body exactly as the upstream sent it, or an event stream event by event as it arrives.
+Everything that is not needed to answer (metrics, usage, span attributes) happens after the last byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from time import perf_counter
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+from gateway import telemetry
+from gateway.asgi import Receive, Request, Send, start_headers
+from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.exchange import Exchange
+from gateway.forwarding import Outcome, forward
+from gateway.metrics import Metrics
+from gateway.routing import Router
+from gateway.streaming import EventSplitter, StreamSummary
+from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name
+from gateway.upstream import Call, Reply
+
+OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
+
+
+class Proxy:
+    def __init__(self, router: Router, metrics: Metrics, tracing: Tracing) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.tracing = tracing
+
+    async def handle(self, request: Request, send: Send, exchange: Exchange) -> None:
+        """Answer one model request; GatewayError escapes before any byte is sent, never after."""
+        payload = _parse(request.body)
+        exchange.model = model = _model(payload)
+        exchange.stream = stream = payload.get("stream") is True and exchange.operation != "embeddings"
+        targets = self.router.targets(model)
+        call = Call(request.path.removeprefix("/v1"), request.body, payload, stream, exchange.request_id,
+                    request.headers, request.authorization)  # fmt: skip
+        if not self.tracing.enabled:
+            await self._answer(call, targets, request, send, exchange)
+            return
+        span = self.tracing.tracer.start_span(
+            f"{exchange.operation} {model}", context=parent_context(request.trace_carrier()),  # type: ignore[arg-type]
+            kind=trace.SpanKind.CLIENT,
+        )  # fmt: skip
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                call.trace_headers = outgoing_headers()
+                await self._answer(call, targets, request, send, exchange)
+        finally:
+            telemetry.span_attributes(span, exchange, payload, self.tracing.capture_content)
+            span.end()
+
+    async def _answer(self, call: Call, targets: list[Any], request: Request, send: Send, ex: Exchange) -> None:
+        sent = perf_counter()
+        outcome = await forward(call, targets, self.metrics, ex.model)
+        ex.upstream_wait_s += perf_counter() - sent
+        _learn_route(ex, outcome)
+        reply = outcome.reply
+        if reply.rest is None:
+            await send(start_headers(reply.status, reply.headers, ex.request_id, len(reply.body)))
+            await send({"type": "http.response.body", "body": reply.body})
+            ex.finished_s = ex.elapsed()
+            _learn_body(ex, reply)
+            return
+        await _relay_stream(reply, request.receive, send, ex)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return payload
+
+
+def _model(payload: dict[str, Any]) -> str:
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise ModelNotFound("You must provide a model parameter.", param="model")
+    return model
+
+
+def _learn_route(ex: Exchange, outcome: Outcome) -> None:
+    ex.upstream = outcome.target.upstream.name
+    ex.provider = provider_name(outcome.target.upstream.config.provider)
+    ex.upstream_model = outcome.target.model
+    ex.attempts = outcome.attempts
+    ex.status = outcome.reply.status
+
+
+def _learn_body(ex: Exchange, reply: Reply) -> None:
+    if reply.status != 200:
+        ex.error_type = str(reply.status)
+        return
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(reply.body)
+        if isinstance(body, dict):
+            usage = body.get("usage")
+            ex.usage = usage if isinstance(usage, dict) else None
+            ex.response_model = body.get("model")
+            choices = body.get("choices")
+            if isinstance(choices, list):
+                ex.finish_reasons = [c["finish_reason"] for c in choices
+                                     if isinstance(c, dict) and c.get("finish_reason")]  # fmt: skip
+
+
+async def _relay_stream(reply: Reply, receive: Receive, send: Send, ex: Exchange) -> None:
+    """Relay events as they arrive; a client that goes away cancels the upstream request."""
+    summary = StreamSummary(strip_usage=reply.usage_injected)
+    await send(start_headers(200, reply.headers, ex.request_id, None))
+    pump = asyncio.ensure_future(_pump(reply, send, summary, ex))
+    watch = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not pump.done():
+            pump.cancel()
+            ex.disconnected = True
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await pump
+        if reply.close is not None:
+            reply.close()
+    ex.finished_s = ex.elapsed()
+    ex.usage = summary.usage
+    ex.response_model = summary.model
+    ex.finish_reasons = list(summary.finish_reasons.values())
+    if not summary.done and not ex.disconnected:
+        ex.error_type = "stream_incomplete"
+
+
+async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange) -> None:
+    splitter = EventSplitter()
+    async for chunk in _chunks(reply, ex):
+        for event in splitter.feed(chunk):
+            out = summary.inspect(event)
+            if out is None:
+                continue
+            if ex.first_token_s is None and summary.content:
+                ex.first_token_s = ex.elapsed()
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+    rest = splitter.rest()
+    await send({"type": "http.response.body", "body": rest, "more_body": False})
+
+
+async def _chunks(reply: Reply, ex: Exchange) -> AsyncIterator[bytes]:
+    yield reply.body
+    assert reply.rest is not None
+    iterator = aiter(reply.rest)
+    while True:
+        waited = perf_counter()
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except Exception:  # the upstream broke mid-stream: end ours, the missing [DONE] tells the client
+            return
+        finally:
+            ex.upstream_wait_s += perf_counter() - waited
+        yield chunk
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

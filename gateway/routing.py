@@ -1,0 +1,36 @@
+"""Which upstreams serve a model, in order: the first route, then its fallbacks."""
+
+from __future__ import annotations
+
+from gateway.errors import ModelNotFound
+from gateway.forwarding import Target
+from gateway.settings import WILDCARD, GatewayConfig, UpstreamConfig
+from gateway.upstream import HttpUpstream, Upstream
+
+
+class Router:
+    def __init__(self, config: GatewayConfig, forward_client_auth: bool) -> None:
+        self.upstreams: dict[str, Upstream] = {
+            name: build_upstream(name, upstream, forward_client_auth) for name, upstream in config.upstreams.items()
+        }
+        self._routes = {
+            model: [(self.upstreams[r.upstream], r.model) for r in spec.routes] for model, spec in config.models.items()
+        }
+        self.wildcard = WILDCARD in self._routes
+
+    def targets(self, model: str) -> list[Target]:
+        routes = self._routes.get(model) or self._routes.get(WILDCARD)
+        if routes is None:
+            raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+        return [Target(upstream, name or model) for upstream, name in routes]
+
+    def named_models(self) -> list[str]:
+        return [name for name in self._routes if name != WILDCARD]
+
+
+def build_upstream(name: str, config: UpstreamConfig, forward_client_auth: bool) -> Upstream:
+    if config.direct:
+        return HttpUpstream(name, config, forward_client_auth)
+    from gateway.providers import TranslatedUpstream  # litellm only when such a provider is configured
+
+    return TranslatedUpstream(name, config)

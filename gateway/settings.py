@@ -1,0 +1,188 @@
+"""The gateway's configuration: one pydantic model, unknown keys rejected, errors located in the file.
+
+Secrets never live in the file: upstream API keys and gateway keys are named by environment variable
+(``api_key_env``, ``key_env``) or, for gateway keys, given as a SHA-256 digest (``key_sha256``).
+docs/configuration.md has one heading per key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Providers whose wire protocol is OpenAI's: they take the direct path, no translation.
+OPENAI_COMPATIBLE = frozenset({"openai", "openai-compatible", "vllm", "tgi", "ollama", "sglang", "lmstudio"})
+DIRECT_PROVIDERS = OPENAI_COMPATIBLE | {"azure"}
+WILDCARD = "*"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    max_request_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    access_log: bool = False
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class UpstreamConfig(Strict):
+    url: Annotated[str, Field(pattern=r"^https?://")] = ""
+    provider: str = "openai"
+    api_key_env: str | None = None
+    api_version: str | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    read_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    backoff_ms: Annotated[int, Field(ge=0)] = 100
+    backoff_max_ms: Annotated[int, Field(ge=0)] = 2000
+    max_connections: Annotated[int, Field(gt=0)] = 512
+    stream_usage: bool = True
+
+    @model_validator(mode="after")
+    def _url_for_direct_providers(self) -> UpstreamConfig:
+        if self.provider in DIRECT_PROVIDERS and not self.url:
+            raise ValueError(f"provider {self.provider!r} needs a url")
+        if self.provider == "azure" and not self.api_version:
+            raise ValueError("provider 'azure' needs api_version")
+        return self
+
+    @property
+    def direct(self) -> bool:
+        return self.provider in DIRECT_PROVIDERS
+
+
+class Route(Strict):
+    upstream: str
+    model: str | None = None  # the model's name at the upstream; defaults to the public name
+
+
+class ModelConfig(Strict):
+    routes: Annotated[list[Route], Field(min_length=1)]
+
+
+class KeyConfig(Strict):
+    tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    key_env: str | None = None
+    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeyConfig:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key_env or key_sha256")
+        return self
+
+
+class TelemetryConfig(Strict):
+    capture_content: bool = False
+    max_model_labels: Annotated[int, Field(gt=0)] = 100
+
+
+class GatewayConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    upstreams: dict[str, UpstreamConfig]
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    keys: list[KeyConfig] = []
+    telemetry: TelemetryConfig = TelemetryConfig()
+
+    @model_validator(mode="after")
+    def _routes_name_upstreams(self) -> GatewayConfig:
+        for name, model in self.models.items():
+            for i, route in enumerate(model.routes):
+                if route.upstream not in self.upstreams:
+                    known = ", ".join(sorted(self.upstreams)) or "none"
+                    raise ValueError(
+                        f"models.{name}.routes.{i}.upstream: unknown upstream {route.upstream!r} (known: {known})"
+                    )
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file, the key path and the line where it is."""
+
+
+def single_upstream(url: str, api_key_env: str | None = None, server: ServerConfig | None = None) -> GatewayConfig:
+    """The no-config-file configuration: one upstream, every model name forwarded to it."""
+    return GatewayConfig(
+        server=server or ServerConfig(),
+        upstreams={"default": UpstreamConfig(url=url, api_key_env=api_key_env)},
+        models={WILDCARD: ModelConfig(routes=[Route(upstream="default")])},
+    )
+
+
+def load(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML configuration file; raise ConfigError naming key and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, node, exc)) from exc
+
+
+def missing_env(config: GatewayConfig) -> list[str]:
+    """Names of environment variables the configuration refers to that are not set."""
+    names = [u.api_key_env for u in config.upstreams.values() if u.api_key_env]
+    names += [k.key_env for k in config.keys if k.key_env]
+    return [n for n in names if not os.environ.get(n)]
+
+
+def _describe(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        message = err["msg"].removeprefix("Value error, ")
+        # A cross-field check reports its own path in the message ("models.x.routes.0.upstream: ...").
+        own = re.match(r"^([\w.*-]+): (.*)$", message)
+        if own and not loc:
+            loc, message = own.group(1).split("."), own.group(2)
+        key = ".".join(loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"{path}:{line}" if line else str(path)
+        lines.append(f"{where}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
+    """The 1-based line of the deepest node along loc that exists in the YAML tree."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _child(node: yaml.Node | None, part: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                return value if not _is_empty(value) else key
+    if isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+        item: yaml.Node = node.value[int(part)]
+        return item
+    return None
+
+
+def _is_empty(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.value == "" and node.tag.endswith("null")

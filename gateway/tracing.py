@@ -1,0 +1,83 @@
+"""OpenTelemetry traces following the GenAI semantic conventions, pinned to v1.37.0.
+
+Tracing is on when the standard variables ask for it (OTEL_TRACES_EXPORTER, or an OTLP endpoint in
+OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and OTEL_SDK_DISABLED is not "true";
+otherwise the tracer is a no-op and costs nothing on the hot path. Message content is PHI: it is recorded
+only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true or telemetry.capture_content is set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+# gen_ai.provider.name well-known values for the providers that have one.
+PROVIDER_NAMES = {"azure": "azure.ai.openai", "bedrock": "aws.bedrock", "vertex_ai": "gcp.vertex_ai",
+                  "gemini": "gcp.gemini"}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Tracing:
+    tracer: trace.Tracer
+    enabled: bool
+    capture_content: bool
+    provider: TracerProvider | None = None
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def configure(capture_content: bool = False, provider: TracerProvider | None = None) -> Tracing:
+    """Tracing from the standard OTEL_* environment, or from an explicit provider (tests)."""
+    capture = capture_content or os.environ.get(CAPTURE_ENV, "").lower() == "true"
+    if provider is None:
+        provider = _provider_from_environment()
+    if provider is None:
+        return Tracing(trace.NoOpTracer(), enabled=False, capture_content=False)
+    tracer = provider.get_tracer("medic-gateway", schema_url=SCHEMA_URL)
+    return Tracing(tracer, enabled=True, capture_content=capture, provider=provider)
+
+
+def _provider_from_environment() -> TracerProvider | None:
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").lower()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if exporter_name == "none" or (not exporter_name and not endpoint):
+        return None
+    exporter: SpanExporter
+    if exporter_name == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()  # endpoint, headers and timeout from the OTEL_* variables
+    service = os.environ.get("OTEL_SERVICE_NAME", "medic-gateway")
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def provider_name(provider: str) -> str:
+    return PROVIDER_NAMES.get(provider, provider)
+
+
+def parent_context(headers: dict[str, str]) -> object:
+    """The caller's trace context (W3C traceparent), so the gateway's span joins the caller's trace."""
+    return extract(headers)
+
+
+def outgoing_headers() -> dict[str, str]:
+    """traceparent/tracestate for the upstream call, from the current span."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier
