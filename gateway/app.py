@@ -127,7 +127,7 @@ class Gateway:
 
     async def models(self) -> dict[str, Any]:
         """Configured models; in pass-through mode, also what the wildcard upstream lists."""
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "medic-gateway"}
+        data: list[dict[str, Any]] = [{"id": name, "object": "model", "created": 0, "owned_by": "medic-gateway"}
                 for name in self.router.named_models()]  # fmt: skip
         if self.router.wildcard:
             data += await self._wildcard_models({m["id"] for m in data})

@@ -55,10 +55,10 @@ class DemoUpstream:
         kind = "chat.completion.chunk" if chat else "text_completion"
         for i, word in enumerate(REPLY.split(" ")):
             piece = word if i == 0 else " " + word
-            part = {"delta": {"content": piece}} if chat else {"text": piece}
+            part: dict[str, Any] = {"delta": {"content": piece}} if chat else {"text": piece}
             chunk = {**base, "object": kind, "choices": [{"index": 0, "finish_reason": None, **part}]}
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        last = {"delta": {}} if chat else {"text": ""}
+        last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
         end = {**base, "object": kind, "choices": [{"index": 0, "finish_reason": "stop", **last}]}
         await response.write(b"data: " + orjson.dumps(end) + b"\n\n")
         if (body.get("stream_options") or {}).get("include_usage"):

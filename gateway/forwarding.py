@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from time import perf_counter
 
 import aiohttp
 
@@ -50,6 +51,7 @@ async def forward(call: Call, targets: list[Target], metrics: Metrics, public_mo
                 metrics.retries.labels(target.upstream.name, _reason(failure)).inc()
                 await asyncio.sleep(_backoff_s(attempt, config.backoff_ms, config.backoff_max_ms, failure))
             attempts += 1
+            started = perf_counter()
             try:
                 reply = await target.upstream.send(call, target.model)
             except aiohttp.ConnectionTimeoutError:
@@ -61,6 +63,7 @@ async def forward(call: Call, targets: list[Target], metrics: Metrics, public_mo
             except (aiohttp.ClientError, OSError):
                 failure = UpstreamUnreachable(f"upstream {target.upstream.name!r} is unreachable")
                 continue
+            metrics.upstream_latency.labels(target.upstream.name).observe(perf_counter() - started)
             final = last_route and attempt == config.retries
             if reply.status not in RETRY_STATUSES or final:
                 return Outcome(reply, target, attempts)

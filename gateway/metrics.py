@@ -54,7 +54,7 @@ class Metrics:
         )  # fmt: skip
         self.upstream_latency = Histogram(
             "medic_gateway_upstream_latency_seconds",
-            "Time from sending a request upstream to its response headers (first byte for streams).",
+            "One upstream attempt that got an answer: to the whole body, or to the first chunk of a stream.",
             ["upstream"], buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.overhead = Histogram(

@@ -177,7 +177,8 @@ def _child(node: yaml.Node | None, part: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == part:
-                return value if not _is_empty(value) else key
+                found: yaml.Node = key if _is_empty(value) else value
+                return found
     if isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
         item: yaml.Node = node.value[int(part)]
         return item

@@ -1,0 +1,1 @@
+"""Policies shared by the gateway (inline rules) and the judges (rules on aggregated indicators)."""
