@@ -33,9 +33,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -49,6 +49,9 @@ LITELLM_VENV = WORK / "litellm-venv"
 PORTKEY_DIR = WORK / "portkey"
 PORTKEY_ENTRY = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 PROJECT_VENV = ROOT / ".venv"
+LITELLM_SPEC = "litellm[proxy]==1.106.2"
+PORTKEY_VERSION = "1.15.2"
+PORTKEY_OVERRIDES = {"@hono/node-server": "1.13.5", "hono": "4.9.7"}
 
 # Targets for medic-gateway (from the performance issue).
 TARGET_ADDED_P50_MS = 0.3
@@ -97,7 +100,11 @@ def ensure_wrk() -> str:
     log("wrk not found: installing it with apt-get (Debian/Ubuntu package 'wrk')")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "wrk"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     path = shutil.which("wrk")
     if not path:
         sys.exit("wrk is still missing after apt-get install")
@@ -105,27 +112,46 @@ def ensure_wrk() -> str:
 
 
 def ensure_litellm(spec: str) -> Path:
+    """A throwaway virtualenv with `spec` installed; reinstalled when the spec changes."""
     exe = LITELLM_VENV / "bin" / "litellm"
-    if exe.exists():
+    marker = LITELLM_VENV / ".bench-spec"
+    if exe.exists() and marker.exists() and marker.read_text() == spec:
         return exe
     log(f"installing {spec!r} into {rel(LITELLM_VENV)} (a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+    if not (LITELLM_VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
     pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, spec], check=True)
+    marker.write_text(spec)
     return exe
 
 
-def ensure_portkey(spec: str) -> Path:
-    if PORTKEY_ENTRY.exists():
+def ensure_portkey(version: str) -> Path:
+    """@portkey-ai/gateway from npm, with the two server libraries pinned as in Portkey's own lockfile.
+
+    Portkey declares `@hono/node-server ^1.3.3` and `hono ^4.9.7` but ships (package-lock.json, Docker
+    image) @hono/node-server 1.13.5 and hono 4.9.7; with the newest @hono/node-server 1.19.x every
+    streaming request fails (`TypeError: immutable` when Portkey appends its response headers).
+    """
+    pkg = {
+        "name": "bench-portkey",
+        "private": True,
+        "dependencies": {"@portkey-ai/gateway": version},
+        "overrides": PORTKEY_OVERRIDES,
+    }
+    want = json.dumps(pkg, indent=2) + "\n"
+    pj = PORTKEY_DIR / "package.json"
+    if PORTKEY_ENTRY.exists() and pj.exists() and pj.read_text() == want:
         return PORTKEY_ENTRY
     if not shutil.which("npm"):
         sys.exit("npm is needed for the Portkey gateway (Debian: apt-get install -y nodejs npm)")
-    log(f"installing {spec} with npm into {rel(PORTKEY_DIR)}")
+    log(f"installing @portkey-ai/gateway@{version} with npm into {rel(PORTKEY_DIR)}")
     PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
-    if not (PORTKEY_DIR / "package.json").exists():
-        (PORTKEY_DIR / "package.json").write_text('{"name": "bench-portkey", "private": true}\n')
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", spec], cwd=PORTKEY_DIR, check=True)
+    pj.write_text(want)
+    with contextlib.suppress(FileNotFoundError):
+        (PORTKEY_DIR / "package-lock.json").unlink()
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=PORTKEY_DIR, check=True)
     return PORTKEY_ENTRY
 
 
@@ -192,7 +218,9 @@ class Server:
                 self.proc.wait(timeout=5)
 
 
-def spawn(name: str, cmd: list[str], cpus: str | None, env: dict[str, str] | None = None, cwd: Path | None = None) -> Server:
+def spawn(
+    name: str, cmd: list[str], cpus: str | None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Server:
     LOGS.mkdir(parents=True, exist_ok=True)
     logfile = LOGS / f"{name}.log"
     if cpus:
@@ -200,8 +228,13 @@ def spawn(name: str, cmd: list[str], cpus: str | None, env: dict[str, str] | Non
     log(f"start {name}: {' '.join(cmd)}")
     fh = open(logfile, "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, **(env or {})}, cwd=cwd,
+        cmd,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     fh.close()
     return Server(name, proc, logfile)
@@ -210,7 +243,9 @@ def spawn(name: str, cmd: list[str], cpus: str | None, env: dict[str, str] | Non
 # --------------------------------------------------------------------------------------- HTTP checks
 
 
-def http_req(port: int, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, bytes, dict[str, str]]:
+def http_req(
+    port: int, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float = 10.0
+) -> tuple[int, bytes, dict[str, str]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers)
@@ -239,7 +274,9 @@ def wait_ready(srv: Server, port: int, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if srv.proc.poll() is not None:
-            raise RuntimeError(f"{srv.name} exited with {srv.proc.returncode}; see {rel(srv.logfile)}:\n{tail(srv.logfile)}")
+            raise RuntimeError(
+                f"{srv.name} exited with {srv.proc.returncode}; see {rel(srv.logfile)}:\n{tail(srv.logfile)}"
+            )
         with contextlib.suppress(OSError, http.client.HTTPException):
             status, _, _ = http_req(port, "GET", path, None, {}, timeout=2)
             if status < 500:
@@ -288,14 +325,35 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def run_wrk(wrk: str, url: str, *, conns: int, threads: int, seconds: float, stream: bool, headers: dict[str, str], cpus: str | None) -> WrkResult:
+def run_wrk(
+    wrk: str,
+    url: str,
+    *,
+    conns: int,
+    threads: int,
+    seconds: float,
+    stream: bool,
+    headers: dict[str, str],
+    cpus: str | None,
+) -> WrkResult:
     env = {
         **os.environ,
         "BENCH_STREAM": "1" if stream else "0",
         "BENCH_MODEL": MODEL,
         "BENCH_HEADERS": "|".join(f"{k}: {v}" for k, v in headers.items()),
     }
-    cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency", "-s", str(LUA), url]
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url,
+    ]
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -342,18 +400,35 @@ def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
         if cmd is None:
             raise RuntimeError("medic-gateway CLI not found: run `pip install -e .` in the project venv (.venv)")
         extra = args.gateway_args.split() if args.gateway_args else []
-        return spawn("medic-gateway", [*cmd, "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port), *extra], cpus)
+        return spawn(
+            "medic-gateway",
+            [*cmd, "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port), *extra],
+            cpus,
+        )
 
     def gateway_version() -> str:
         cmd = gateway_cmd(args)
         py = PROJECT_VENV / "bin" / "python"
-        ver = sh_quiet([str(py), "-c", "import importlib.metadata as m; print(m.version('medic-gateway'))"]) if py.exists() else "?"
+        ver = (
+            sh_quiet([str(py), "-c", "import importlib.metadata as m; print(m.version('medic-gateway'))"])
+            if py.exists()
+            else "?"
+        )
         rev = sh_quiet(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         dirty = sh_quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--", "gateway"])
         rev = rev if rev != "?" else "no commit"
-        return f"medic-gateway {ver} (git {rev}{', gateway/ modified' if dirty not in ('', '?') else ''})" + ("" if cmd else " [CLI missing]")
+        return f"medic-gateway {ver} (git {rev}{', gateway/ modified' if dirty not in ('', '?') else ''})" + (
+            "" if cmd else " [CLI missing]"
+        )
 
-    s["medic-gateway"] = Setup("medic-gateway", "medic-gateway", health_path="/healthz", start=start_gateway, version=gateway_version, ready_timeout=60)
+    s["medic-gateway"] = Setup(
+        "medic-gateway",
+        "medic-gateway",
+        health_path="/healthz",
+        start=start_gateway,
+        version=gateway_version,
+        ready_timeout=60,
+    )
 
     def start_litellm(port: int, upstream: str, cpus: str | None) -> Server:
         exe = ensure_litellm(args.litellm_spec)
@@ -371,6 +446,7 @@ def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
             "  request_timeout: 600\n"
         )
         env = {
+            "LITELLM_MASTER_KEY": "sk-bench",  # required since 1.8x; the client sends it as its bearer token
             "LITELLM_LOG": "ERROR",  # production docs: log errors only
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch of the cost map at start
             "LITELLM_MODE": "PRODUCTION",  # do not read a .env file
@@ -387,22 +463,39 @@ def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
         return f"litellm[proxy] {v} (uvicorn {uv}, {sh_quiet([str(py), '-V'])})"
 
     s["litellm"] = Setup(
-        "litellm", "LiteLLM proxy", health_path="/health/liveliness", start=start_litellm, version=litellm_version,
-        ready_timeout=240, notes="1 worker (uvicorn), no database, no master key; LITELLM_LOG=ERROR",
+        "litellm",
+        "LiteLLM proxy",
+        health_path="/health/liveliness",
+        start=start_litellm,
+        version=litellm_version,
+        ready_timeout=240,
+        notes="1 worker (uvicorn), no database, master key sk-bench (required to start); LITELLM_LOG=ERROR",
     )
 
     def start_portkey(port: int, upstream: str, cpus: str | None) -> Server:
-        entry = ensure_portkey(args.portkey_spec)
+        entry = ensure_portkey(args.portkey_version)
         # --headless: no web UI / log-stream routes; NODE_ENV=production is the normal Node deployment mode.
-        return spawn("portkey", ["node", str(entry), f"--port={port}", "--headless"], cpus, env={"NODE_ENV": "production"}, cwd=PORTKEY_DIR)
+        return spawn(
+            "portkey",
+            ["node", str(entry), f"--port={port}", "--headless"],
+            cpus,
+            env={"NODE_ENV": "production"},
+            cwd=PORTKEY_DIR,
+        )
 
     def portkey_version() -> str:
         pj = PORTKEY_ENTRY.parent.parent / "package.json"
         v = json.loads(pj.read_text())["version"] if pj.exists() else "(not installed)"
-        return f"@portkey-ai/gateway {v} (node {sh_quiet(['node', '--version'])})"
+        pins = ", ".join(f"{k} {v}" for k, v in PORTKEY_OVERRIDES.items())
+        return f"@portkey-ai/gateway {v} (node {sh_quiet(['node', '--version'])}; {pins} as in its lockfile)"
 
     s["portkey"] = Setup(
-        "portkey", "Portkey gateway", health_path="/", start=start_portkey, version=portkey_version, ready_timeout=60,
+        "portkey",
+        "Portkey gateway",
+        health_path="/",
+        start=start_portkey,
+        version=portkey_version,
+        ready_timeout=60,
         notes="x-portkey-provider: openai + x-portkey-custom-host; --headless, NODE_ENV=production",
     )
     return s
@@ -415,6 +508,7 @@ def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
 class Row:
     setup: Setup
     serial: WrkResult | None = None
+    baseline: WrkResult | None = None  # direct serial run taken right before this setup's serial run
     stream: WrkResult | None = None
     load: WrkResult | None = None
     rss_mb: float | None = None
@@ -423,13 +517,15 @@ class Row:
     error: str = ""
 
 
-def measure(setup: Setup, args: argparse.Namespace, wrk: str, upstream_port: int, upstream_url: str, cpus: dict[str, str | None]) -> Row:
+def measure(
+    setup: Setup, args: argparse.Namespace, wrk: str, upstream_port: int, upstream_url: str, cpus: dict[str, str | None]
+) -> Row:
+    """Start the setup's server (if any), check it answers correctly, time it, read its memory, stop it."""
     row = Row(setup)
     srv: Server | None = None
     try:
-        if setup.start is None:
-            port = upstream_port
-        else:
+        port = upstream_port
+        if setup.start is not None:
             port = free_port()
             srv = setup.start(port, upstream_url, cpus["server"])
             wait_ready(srv, port, setup.health_path, setup.ready_timeout)
@@ -437,17 +533,8 @@ def measure(setup: Setup, args: argparse.Namespace, wrk: str, upstream_port: int
         if setup.name == "portkey":
             headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream_url}
         preflight(port, headers)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        w = dict(wrk=wrk, url=url, headers=headers, cpus=cpus["client"])
-        log(f"{setup.name}: warm-up {args.warmup:.0f}s")
-        run_wrk(**w, conns=args.connections, threads=args.threads, seconds=args.warmup, stream=False)  # type: ignore[arg-type]
-        log(f"{setup.name}: serial {args.serial_duration:.0f}s")
-        row.serial = run_wrk(**w, conns=1, threads=1, seconds=args.serial_duration, stream=False)  # type: ignore[arg-type]
-        if not args.no_stream:
-            log(f"{setup.name}: serial streaming {args.serial_duration:.0f}s")
-            row.stream = run_wrk(**w, conns=1, threads=1, seconds=args.serial_duration, stream=True)  # type: ignore[arg-type]
-        log(f"{setup.name}: {args.connections} connections {args.duration:.0f}s")
-        row.load = run_wrk(**w, conns=args.connections, threads=args.threads, seconds=args.duration, stream=False)  # type: ignore[arg-type]
+        direct_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions" if srv is not None else None
+        run_phases(row, args, wrk, f"http://127.0.0.1:{port}/v1/chat/completions", headers, cpus["client"], direct_url)
         if srv is not None:
             row.rss_mb, row.peak_mb, row.nprocs = tree_rss_mb(srv.proc.pid)
             if srv.proc.poll() is not None:
@@ -455,7 +542,7 @@ def measure(setup: Setup, args: argparse.Namespace, wrk: str, upstream_port: int
         for name, r in (("serial", row.serial), ("stream", row.stream), ("load", row.load)):
             if r and (r.non2xx or r.errors):
                 row.error += f"{name}: {r.non2xx} non-2xx, {r.errors} socket errors; "
-    except Exception as e:  # noqa: BLE001 - one failing setup must not sink the others
+    except Exception as e:  # one failing setup must not sink the others
         row.error = f"{type(e).__name__}: {e}"
         log(f"{setup.name} FAILED: {row.error}")
     finally:
@@ -464,71 +551,159 @@ def measure(setup: Setup, args: argparse.Namespace, wrk: str, upstream_port: int
     return row
 
 
+def run_phases(
+    row: Row,
+    args: argparse.Namespace,
+    wrk: str,
+    url: str,
+    headers: dict[str, str],
+    cpus: str | None,
+    direct_url: str | None,
+) -> None:
+    """Warm-up, serial (with a same-moment direct baseline), serial streaming, then the concurrent load."""
+    name = row.setup.name
+
+    def serial(u: str, h: dict[str, str], stream: bool = False) -> WrkResult:
+        return run_wrk(wrk, u, conns=1, threads=1, seconds=args.serial_duration, stream=stream, headers=h, cpus=cpus)
+
+    log(f"{name}: warm-up {args.warmup:.0f}s")
+    run_wrk(
+        wrk,
+        url,
+        conns=args.connections,
+        threads=args.threads,
+        seconds=args.warmup,
+        stream=False,
+        headers=headers,
+        cpus=cpus,
+    )
+    log(f"{name}: serial {args.serial_duration:.0f}s")
+    if direct_url:
+        # The direct serial latency measured just before, so that "added p50" compares like with like
+        # even if the machine's state drifts during the run.
+        row.baseline = serial(direct_url, {})
+    row.serial = serial(url, headers)
+    if not args.no_stream:
+        log(f"{name}: serial streaming {args.serial_duration:.0f}s")
+        row.stream = serial(url, headers, stream=True)
+    log(f"{name}: {args.connections} connections {args.duration:.0f}s")
+    row.load = run_wrk(
+        wrk,
+        url,
+        conns=args.connections,
+        threads=args.threads,
+        seconds=args.duration,
+        stream=False,
+        headers=headers,
+        cpus=cpus,
+    )
+
+
 def fmt_ms(v: float | None) -> str:
     return "—" if v is None else (f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms")
 
 
-def build_report(rows: list[Row], args: argparse.Namespace, versions: dict[str, str], env_lines: list[str]) -> tuple[str, dict[str, object]]:
-    by = {r.setup.name: r for r in rows}
-    direct = by.get("direct")
-    d50 = direct.serial.p50_ms if direct and direct.serial else None
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def compute_targets(by: dict[str, Row]) -> list[tuple[str, str, str, str]]:
+    """medic-gateway's targets as (short name, target, measured, PASS/FAIL/n/a)."""
+    gw, direct = by.get("medic-gateway"), by.get("direct")
+    if gw is None:
+        return []
+    out = []
+    d50 = direct_p50(gw, direct)
+    added = gw.serial.p50_ms - d50 if gw.serial and d50 is not None else None
+    out.append(
+        (
+            "p50",
+            f"added serial p50 over direct <= {TARGET_ADDED_P50_MS} ms",
+            "—" if added is None else f"+{added:.3f} ms",
+            _verdict(None if added is None else added <= TARGET_ADDED_P50_MS),
+        )
+    )
+    g_rps = gw.load.rps if gw.load and not gw.error else None
+    for other, mult, label in (
+        ("litellm", TARGET_X_LITELLM, "LiteLLM proxy"),
+        ("portkey", TARGET_X_PORTKEY, "Portkey gateway"),
+    ):
+        o = by.get(other)
+        o_rps = o.load.rps if o and o.load and not o.error else None
+        x = g_rps / o_rps if g_rps is not None and o_rps else None
+        measured = "—" if x is None else f"{x:.1f}x ({g_rps:,.0f} vs {o_rps:,.0f})"
+        out.append(
+            (f"req/s vs {other}", f"req/s >= {mult:g}x {label}", measured, _verdict(None if x is None else x >= mult))
+        )
+    rss = gw.rss_mb
+    out.append(
+        (
+            "RSS",
+            f"resident memory <= {TARGET_RSS_MB:g} MB",
+            "—" if rss is None else f"{rss:.0f} MB",
+            _verdict(None if rss is None else rss <= TARGET_RSS_MB),
+        )
+    )
+    return out
+
+
+def summarize_targets(targets: list[tuple[str, str, str, str]]) -> str:
+    if not targets:
+        return ""
+    summary = f"{sum(t[3] == 'PASS' for t in targets)}/{len(targets)} PASS"
+    missed = [f"{t[0]} {t[3]}" for t in targets if t[3] != "PASS"]
+    return summary + (" (" + ", ".join(missed) + ")" if missed else "")
+
+
+def direct_p50(r: Row, direct: Row | None) -> float | None:
+    """The baseline for r's added latency: its own same-moment direct run, else the direct row's."""
+    if r.baseline:
+        return r.baseline.p50_ms
+    return direct.serial.p50_ms if direct and direct.serial else None
+
+
+def table_row(r: Row, direct: Row | None, tcol: str) -> str:
+    if r.error and not (r.serial and r.load):
+        return f"| {r.setup.label} | error | | | | | | {r.error[:120].replace('|', '/')} |"
+    d50 = direct_p50(r, direct)
     ds50 = direct.stream.p50_ms if direct and direct.stream else None
-    gw = by.get("medic-gateway")
+    is_direct = r.setup.name == "direct"
+    added = "—"
+    if r.serial and d50 is not None and not is_direct:
+        added = f"+{r.serial.p50_ms - d50:.2f} ms" + (f" (direct {d50:.2f})" if r.baseline else "")
+    st = fmt_ms(r.stream.p50_ms) if r.stream else "—"
+    if r.stream and ds50 is not None and not is_direct:
+        st += f" (+{r.stream.p50_ms - ds50:.2f})"
+    rss = f"{r.rss_mb:.0f} MB" if r.rss_mb is not None else "— (upstream only)"
+    if r.error:
+        tcol = (tcol + " ⚠ " + r.error).strip()
+    rps = f"{r.load.rps:,.0f}" if r.load else "—"
+    p50 = fmt_ms(r.serial.p50_ms if r.serial else None)
+    p99 = fmt_ms(r.serial.p99_ms if r.serial else None)
+    return f"| {r.setup.label} | {p50} | {p99} | {added} | {st} | {rps} | {rss} | {tcol} |"
 
-    # Targets for medic-gateway: (short name, target, measured, PASS/FAIL/n/a).
-    targets: list[tuple[str, str, str, str]] = []
-    if gw:
-        gs = gw.serial
-        added = gs.p50_ms - d50 if gs and d50 is not None else None
-        targets.append(("p50", f"added serial p50 over direct ≤ {TARGET_ADDED_P50_MS} ms",
-                        "—" if added is None else f"+{added:.3f} ms",
-                        "n/a" if added is None else ("PASS" if added <= TARGET_ADDED_P50_MS else "FAIL")))
-        g_rps = gw.load.rps if gw.load and not gw.error else None
-        for other, mult, label in (("litellm", TARGET_X_LITELLM, "LiteLLM proxy"), ("portkey", TARGET_X_PORTKEY, "Portkey gateway")):
-            o = by.get(other)
-            o_rps = o.load.rps if o and o.load and not o.error else None
-            if g_rps is None or not o_rps:
-                targets.append((f"req/s vs {other}", f"req/s ≥ {mult:g}× {label}", "—", "n/a"))
-            else:
-                x = g_rps / o_rps
-                targets.append((f"req/s vs {other}", f"req/s ≥ {mult:g}× {label}",
-                                f"{x:.1f}× ({g_rps:,.0f} vs {o_rps:,.0f})", "PASS" if x >= mult else "FAIL"))
-        rss = gw.rss_mb
-        targets.append(("RSS", f"resident memory ≤ {TARGET_RSS_MB:g} MB", "—" if rss is None else f"{rss:.0f} MB",
-                        "n/a" if rss is None else ("PASS" if rss <= TARGET_RSS_MB else "FAIL")))
-    gw_summary = ""
-    if targets:
-        npass = sum(t[3] == "PASS" for t in targets)
-        gw_summary = f"{npass}/{len(targets)} PASS"
-        missed = [f"{t[0]} {t[3]}" for t in targets if t[3] != "PASS"]
-        if missed:
-            gw_summary += " (" + ", ".join(missed) + ")"
 
+def build_report(
+    rows: list[Row], args: argparse.Namespace, versions: dict[str, str], env_lines: list[str]
+) -> tuple[str, dict[str, object]]:
+    by = {r.setup.name: r for r in rows}
+    targets = compute_targets(by)
+    gw_summary = summarize_targets(targets)
     lines = [
         f"# medic-gateway benchmark — {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         "",
-        f"Fake upstream: bench/fake_upstream.py. Client: wrk + bench/chat.lua. Serial = 1 connection, 1 thread, "
-        f"{args.serial_duration:.0f} s; load = {args.connections} connections, {args.threads} threads, {args.duration:.0f} s "
-        f"(after a {args.warmup:.0f} s warm-up). RSS = summed VmRSS of the server's process tree after the load.",
+        "Fake upstream: bench/fake_upstream.py. Client: wrk + bench/chat.lua. "
+        f"Serial = 1 connection, 1 thread, {args.serial_duration:.0f} s; "
+        f"load = {args.connections} connections, {args.threads} threads, {args.duration:.0f} s "
+        f"(after a {args.warmup:.0f} s warm-up). RSS = summed VmRSS of the server's process tree after the load. "
+        "Added p50 = setup p50 minus a direct serial p50 measured just before it (in brackets). "
+        "Stream p50 = serial, time to the complete SSE response (`stream: true`), added over direct in brackets.",
         "",
-        f"| setup | serial p50 | serial p99 | added p50 vs direct | stream p50 | req/s @{args.connections} conns | RSS | targets |",
+        f"| setup | serial p50 | serial p99 | added p50 vs direct | stream p50 | req/s @{args.connections} conns "
+        "| RSS | targets |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        if r.error and not (r.serial and r.load):
-            lines.append(f"| {r.setup.label} | error | | | | | | {r.error[:120].replace('|', '/')} |")
-            continue
-        added = f"+{r.serial.p50_ms - d50:.2f} ms" if r.serial and d50 is not None and r.setup.name != "direct" else "—"
-        st = fmt_ms(r.stream.p50_ms) if r.stream else "—"
-        if r.stream and ds50 is not None and r.setup.name != "direct":
-            st += f" (+{r.stream.p50_ms - ds50:.2f})"
-        rss = f"{r.rss_mb:.0f} MB" if r.rss_mb is not None else "— (upstream only)"
-        tcol = gw_summary if r.setup.name == "medic-gateway" else ""
-        if r.error:
-            tcol = (tcol + " ⚠ " + r.error).strip()
-        rps = f"{r.load.rps:,.0f}" if r.load else "—"
-        lines.append(f"| {r.setup.label} | {fmt_ms(r.serial.p50_ms if r.serial else None)} | "
-                     f"{fmt_ms(r.serial.p99_ms if r.serial else None)} | {added} | {st} | {rps} | {rss} | {tcol} |")
+    lines += [table_row(r, by.get("direct"), gw_summary if r.setup.name == "medic-gateway" else "") for r in rows]
     if targets:
         lines += ["", "## medic-gateway targets", "", "| target | measured | result |", "|---|---|---|"]
         lines += [f"| {b} | {c} | {d} |" for _, b, c, d in targets]
@@ -536,7 +711,11 @@ def build_report(rows: list[Row], args: argparse.Namespace, versions: dict[str, 
     lines += [f"- {k}: {v}" for k, v in versions.items()]
     lines += [f"- {x}" for x in env_lines]
     notes = [f"- {r.setup.label}: {r.setup.notes}" for r in rows if r.setup.notes]
-    notes += [f"- {r.setup.label}: peak RSS (summed VmHWM) {r.peak_mb:.0f} MB over {r.nprocs} process(es)" for r in rows if r.peak_mb]
+    notes += [
+        f"- {r.setup.label}: peak RSS (summed VmHWM) {r.peak_mb:.0f} MB over {r.nprocs} process(es)"
+        for r in rows
+        if r.peak_mb
+    ]
     if notes:
         lines += ["", "## Notes", "", *notes]
     lines.append("")
@@ -546,6 +725,7 @@ def build_report(rows: list[Row], args: argparse.Namespace, versions: dict[str, 
                 "setup": r.setup.name,
                 "serial_p50_ms": r.serial.p50_ms if r.serial else None,
                 "serial_p99_ms": r.serial.p99_ms if r.serial else None,
+                "baseline_direct_p50_ms": r.baseline.p50_ms if r.baseline else None,
                 "stream_p50_ms": r.stream.p50_ms if r.stream else None,
                 "rps": r.load.rps if r.load else None,
                 "rss_mb": r.rss_mb,
@@ -562,23 +742,47 @@ def build_report(rows: list[Row], args: argparse.Namespace, versions: dict[str, 
     return "\n".join(lines), data
 
 
+def cpu_busy_percent(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (from /proc/stat), measured while the benchmark is idle."""
+
+    def snap() -> tuple[int, int]:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = f[3] + (f[4] if len(f) > 4 else 0)
+        return sum(f), idle
+
+    t0, i0 = snap()
+    time.sleep(seconds)
+    t1, i1 = snap()
+    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
 def environment(args: argparse.Namespace, cpus: dict[str, str | None], wrk: str) -> list[str]:
     cpu_model = "?"
     with contextlib.suppress(OSError):
         m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
         cpu_model = m.group(1) if m else "?"
-    pin = "none (the kernel schedules client, server and upstream on all CPUs)" if not args.pin else (
-        f"server tree on CPU {cpus['server']}, fake upstream on CPU {cpus['upstream']}, wrk on CPU {cpus['client']}")
+    pin = (
+        "none (the kernel schedules client, server and upstream on all CPUs)"
+        if not args.pin
+        else (
+            f"server tree on CPU {cpus['server']}, fake upstream on CPU {cpus['upstream']}, wrk on CPU {cpus['client']}"
+        )
+    )
+    busy = getattr(args, "background_busy", None)
     return [
         f"machine: {os.cpu_count()} CPUs ({cpu_model}), Linux {platform.release()}",
+        f"background CPU use just before the run: {busy:.0f}%"
+        + (" — other work was running; numbers are less trustworthy" if busy is not None and busy > 10 else ""),
         f"CPU pinning: {pin}",
-        f"command: python {' '.join([rel(Path(sys.argv[0]))] + sys.argv[1:])}",
+        f"command: python {' '.join([rel(Path(sys.argv[0])), *sys.argv[1:]])}",
     ]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of the 16-connection load per setup (default 10)")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of the 16-connection load per setup (default 10)"
+    )
     p.add_argument("--serial-duration", type=float, default=5.0, help="seconds of each serial run (default 5)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load before measuring (default 2)")
     p.add_argument("--connections", type=int, default=16)
@@ -586,11 +790,19 @@ def main() -> int:
     p.add_argument("--only", default=",".join(ALL_SETUPS), help=f"comma-separated subset of {','.join(ALL_SETUPS)}")
     p.add_argument("--no-stream", action="store_true", help="skip the serial streaming run")
     p.add_argument("--pin", action="store_true", help="pin server tree to CPU 0, upstream and wrk to CPU 1 (taskset)")
-    p.add_argument("--gateway-cmd", default="", help="command that starts medic-gateway (default: .venv/bin/medic-gateway)")
+    p.add_argument(
+        "--gateway-cmd", default="", help="command that starts medic-gateway (default: .venv/bin/medic-gateway)"
+    )
     p.add_argument("--gateway-args", default="", help="extra arguments appended to `medic-gateway serve ...`")
-    p.add_argument("--litellm-spec", default="litellm[proxy]", help="pip requirement for LiteLLM (e.g. 'litellm[proxy]==1.80.0')")
-    p.add_argument("--portkey-spec", default="@portkey-ai/gateway", help="npm package spec for Portkey (e.g. @portkey-ai/gateway@1.15.2)")
-    p.add_argument("--output", default=str(RESULTS / "latest.md"), help="Markdown report path (default bench/results/latest.md)")
+    p.add_argument(
+        "--litellm-spec", default=LITELLM_SPEC, help=f"pip requirement for LiteLLM (default {LITELLM_SPEC!r})"
+    )
+    p.add_argument(
+        "--portkey-version", default=PORTKEY_VERSION, help=f"@portkey-ai/gateway version (default {PORTKEY_VERSION})"
+    )
+    p.add_argument(
+        "--output", default=str(RESULTS / "latest.md"), help="Markdown report path (default bench/results/latest.md)"
+    )
     args = p.parse_args()
 
     only = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -602,11 +814,17 @@ def main() -> int:
     only = [x for x in ALL_SETUPS if x in only]
 
     wrk = ensure_wrk()
+    args.background_busy = cpu_busy_percent(2.0)
+    if args.background_busy > 10:
+        log(
+            f"WARNING: the CPUs are already {args.background_busy:.0f}% busy before the benchmark starts; "
+            "results will be noisy (stop other work for trustworthy numbers)"
+        )
     # Install up front so that install time never overlaps a measurement.
     if "litellm" in only:
         ensure_litellm(args.litellm_spec)
     if "portkey" in only:
-        ensure_portkey(args.portkey_spec)
+        ensure_portkey(args.portkey_version)
 
     ncpu = os.cpu_count() or 1
     if args.pin and ncpu >= 2:
@@ -619,9 +837,13 @@ def main() -> int:
     upstream_port = free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     py = sys.executable
-    if (PROJECT_VENV / "bin" / "python").exists() and subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode != 0:
+    if (PROJECT_VENV / "bin" / "python").exists() and subprocess.run(
+        [py, "-c", "import uvloop"], capture_output=True
+    ).returncode != 0:
         py = str(PROJECT_VENV / "bin" / "python")  # has uvloop: a faster fake upstream
-    upstream = spawn("fake-upstream", [py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)], cpus["upstream"])
+    upstream = spawn(
+        "fake-upstream", [py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)], cpus["upstream"]
+    )
     rows: list[Row] = []
     try:
         wait_ready(upstream, upstream_port, "/v1/models", 20)
@@ -633,7 +855,15 @@ def main() -> int:
         upstream.stop()
 
     versions = {s.label: s.version() for s in (setups[n] for n in only)}
-    versions["fake upstream"] = f"{sh_quiet([py, '-V'])}" + (" + uvloop " + sh_quiet([py, "-c", "import uvloop; print(uvloop.__version__)"]) if subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode == 0 else " (asyncio)") + f", {up_rss:.0f} MB RSS at the end"
+    versions["fake upstream"] = (
+        f"{sh_quiet([py, '-V'])}"
+        + (
+            " + uvloop " + sh_quiet([py, "-c", "import uvloop; print(uvloop.__version__)"])
+            if subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode == 0
+            else " (asyncio)"
+        )
+        + f", {up_rss:.0f} MB RSS at the end"
+    )
     wrk_v = subprocess.run([wrk, "-v"], capture_output=True, text=True)  # exits 1 after printing its version
     versions["wrk"] = ((wrk_v.stdout or wrk_v.stderr).splitlines() or ["?"])[0].split(" Copyright")[0]
     report, data = build_report(rows, args, versions, environment(args, cpus, wrk))

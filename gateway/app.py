@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 from typing import Any
 
 import orjson
@@ -151,4 +151,4 @@ def _request_id(request: Request) -> str:
     given = request.header(b"x-request-id")
     if given and REQUEST_ID.match(given):
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)

@@ -138,6 +138,7 @@ async def _run(config: GatewayConfig) -> None:
             lifespan="on",
             access_log=config.server.access_log,
             server_header=False,
+            proxy_headers=False,  # X-Forwarded-* are not trusted; nothing in the gateway needs the peer address
             timeout_graceful_shutdown=int(config.server.drain_timeout_s),
             log_level="info",
         )

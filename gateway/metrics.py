@@ -7,7 +7,10 @@ docs/metrics.md lists every metric with its labels.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 # Bucket boundaries advised by the OpenTelemetry GenAI semantic conventions (v1.37.0).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -18,6 +21,28 @@ OTHER = "other"
 
 GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Family(Generic[M]):
+    """A labelled metric whose children are cached: on the hot path, labels() is one dict lookup.
+
+    prometheus_client's own labels() validates and locks on every call; label values here are bounded, so
+    the cache is too.
+    """
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
 
 class Metrics:
     """Every metric the gateway exports, on a registry of its own (no global state)."""
@@ -27,59 +52,59 @@ class Metrics:
         self._models: set[str] = set()
         self._max_models = max_model_labels
         r = self.registry
-        self.operation_duration = Histogram(
+        self.operation_duration = Family(Histogram(
             "gen_ai_client_operation_duration_seconds",
             "Duration of calls to upstream model servers, to the last byte.",
             [*GENAI, "error_type"], buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.token_usage = Histogram(
+        ))  # fmt: skip
+        self.token_usage = Family(Histogram(
             "gen_ai_client_token_usage",
             "Tokens used per request, as reported by the upstream.",
             [*GENAI, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.time_to_first_token = Histogram(
+        ))  # fmt: skip
+        self.time_to_first_token = Family(Histogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time from request arrival to the first content chunk sent to the client (streams).",
             GENAI, buckets=TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
+        ))  # fmt: skip
+        self.request_duration = Family(Histogram(
             "gen_ai_server_request_duration_seconds",
             "Time from request arrival at the gateway to the last byte sent to the client.",
             [*GENAI, "error_type"], buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.requests = Counter(
+        ))  # fmt: skip
+        self.requests = Family(Counter(
             "medic_gateway_requests",
             "Requests answered, by endpoint, model, upstream, tenant and HTTP status code.",
             ["endpoint", "model", "upstream", "tenant", "status_code"], registry=r,
-        )  # fmt: skip
-        self.upstream_latency = Histogram(
+        ))  # fmt: skip
+        self.upstream_latency = Family(Histogram(
             "medic_gateway_upstream_latency_seconds",
             "One upstream attempt that got an answer: to the whole body, or to the first chunk of a stream.",
             ["upstream"], buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.overhead = Histogram(
+        ))  # fmt: skip
+        self.overhead = Family(Histogram(
             "medic_gateway_overhead_seconds",
             "Time the gateway itself adds to a request: total time less time waiting on the upstream.",
             ["endpoint"], buckets=OVERHEAD_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.retries = Counter(
+        ))  # fmt: skip
+        self.retries = Family(Counter(
             "medic_gateway_upstream_retries",
             "Retries of upstream calls, by upstream and reason.",
             ["upstream", "reason"], registry=r,
-        )  # fmt: skip
-        self.fallbacks = Counter(
+        ))  # fmt: skip
+        self.fallbacks = Family(Counter(
             "medic_gateway_fallbacks",
             "Requests moved to a model's next upstream, by model and the upstream given up on.",
             ["model", "upstream"], registry=r,
-        )  # fmt: skip
-        self.in_flight = Gauge(
-            "medic_gateway_requests_in_flight", "Requests being handled now.", ["endpoint"], registry=r
+        ))  # fmt: skip
+        self.in_flight = Family(
+            Gauge("medic_gateway_requests_in_flight", "Requests being handled now.", ["endpoint"], registry=r)
         )
-        self.client_disconnects = Counter(
+        self.client_disconnects = Family(Counter(
             "medic_gateway_client_disconnects",
             "Streams the client abandoned before the end; the upstream request was cancelled.",
             ["endpoint", "model"], registry=r,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def model_label(self, model: str) -> str:
         """The model name as a label value, bounded: past the cap, new names become "other"."""

@@ -30,6 +30,8 @@ class TranslatedUpstream:
         self._litellm: Any = None
 
     async def start(self) -> None:
+        # Without this, importing litellm fetches a price list from the internet, retrying for seconds.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         try:
             import litellm
         except ImportError as exc:

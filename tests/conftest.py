@@ -1,0 +1,88 @@
+"""Shared fixtures for end-to-end tests: real HTTP on loopback from the OpenAI SDK to a fake upstream.
+
+client (openai SDK) -> gateway (``gateway.app.Gateway`` on a real uvicorn server) -> FakeUpstream (aiohttp)
+Each fixture is a factory; everything it started is stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from gateway.settings import GatewayConfig
+from gateway.tracing import Tracing
+from tests.fakes.gateway_server import GatewayServer
+from tests.fakes.upstream import FakeUpstream
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing and content capture only where a test turns them on, whatever the environment says."""
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[Callable[[], FakeUpstream]]:
+    """``fake_upstream()`` starts a new scriptable upstream; its ``url`` ends in /v1."""
+    started: list[FakeUpstream] = []
+
+    def start() -> FakeUpstream:
+        fake = FakeUpstream().start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def gateway() -> Iterator[Callable[..., GatewayServer]]:
+    """``gateway(config, tracing=None)`` serves ``Gateway(config)`` with uvicorn on a free loopback port."""
+    started: list[GatewayServer] = []
+
+    def start(config: GatewayConfig, tracing: Tracing | None = None) -> GatewayServer:
+        server = GatewayServer(config, tracing).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def openai_client() -> Iterator[Callable[..., openai.OpenAI]]:
+    """``openai_client(gateway, **options)``: a synchronous SDK client on the gateway, no SDK retries."""
+    clients: list[openai.OpenAI] = []
+
+    def make(server: GatewayServer, **options: Any) -> openai.OpenAI:
+        options = {"api_key": "sk-client", "max_retries": 0, "timeout": 10.0, **options}
+        client = openai.OpenAI(base_url=server.base_url, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+async def async_openai_client() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
+    """``async_openai_client(gateway, **options)``: the asynchronous SDK client, no SDK retries."""
+    clients: list[openai.AsyncOpenAI] = []
+
+    def make(server: GatewayServer, **options: Any) -> openai.AsyncOpenAI:
+        options = {"api_key": "sk-client", "max_retries": 0, "timeout": 10.0, **options}
+        client = openai.AsyncOpenAI(base_url=server.base_url, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

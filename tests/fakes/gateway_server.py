@@ -1,0 +1,66 @@
+"""The real gateway ASGI app served by a real uvicorn server on a free loopback port, in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from tests.fakes import http
+from gateway.app import Gateway
+from gateway.settings import GatewayConfig
+from gateway.tracing import Tracing
+
+
+class GatewayServer:
+    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None) -> None:
+        self.app = Gateway(config, tracing=tracing)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                http="httptools",  # as `medic-gateway serve` runs it
+                lifespan="on",
+                access_log=False,
+                server_header=False,
+                log_level="warning",
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]},
+                                        name="gateway", daemon=True)  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """Scheme, host and port: the root of the gateway."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What an OpenAI SDK takes as base_url."""
+        return self.url + "/v1"
+
+    def start(self) -> GatewayServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.005)
+        assert self.app.ready, "lifespan startup did not run"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+    def metrics(self) -> str:
+        response = http.request(self.url, "GET", "/metrics")
+        assert response.status == 200, response
+        return response.body.decode()
