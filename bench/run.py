@@ -61,6 +61,16 @@ TARGET_RSS_MB = 150.0
 
 ALL_SETUPS = ["direct", "medic-gateway", "litellm", "portkey"]
 
+# CPU layouts (index into the usable CPUs): which CPU the server tree, the fake upstream and wrk run on.
+# "split": the client on a CPU of its own, the system under test (gateway + its upstream) on the other, the same
+# for every setup. Unpinned, serial latency is bimodal on a 2-vCPU VM: the direct p50 is ~0.02 ms when the
+# scheduler happens to put wrk and the upstream on one CPU and ~0.07 ms when it does not.
+LAYOUTS: dict[str, dict[str, int | None]] = {
+    "split": {"server": 0, "upstream": 0, "client": 1},
+    "dedicated": {"server": 0, "upstream": 1, "client": 1},
+    "none": {"server": None, "upstream": None, "client": None},
+}
+
 
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
@@ -756,23 +766,43 @@ def cpu_busy_percent(seconds: float = 1.0) -> float:
     return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
 
 
+def cpu_seconds_user_system() -> float:
+    """CPU seconds spent in user, nice and system mode on all CPUs since boot (irq/softirq/steal left out)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (f[0] + f[1] + f[2]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this process and its reaped children (servers, fake upstream, wrk)."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
 def environment(args: argparse.Namespace, cpus: dict[str, str | None], wrk: str) -> list[str]:
     cpu_model = "?"
     with contextlib.suppress(OSError):
         m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
         cpu_model = m.group(1) if m else "?"
-    pin = (
-        "none (the kernel schedules client, server and upstream on all CPUs)"
-        if not args.pin
-        else (
-            f"server tree on CPU {cpus['server']}, fake upstream on CPU {cpus['upstream']}, wrk on CPU {cpus['client']}"
+    if args.layout == "none":
+        pin = "none (the kernel places client, server and upstream on any CPU)"
+    else:
+        pin = (
+            f"--layout {args.layout}: server process tree on CPU {cpus['server']}, "
+            f"fake upstream on CPU {cpus['upstream']}, wrk on CPU {cpus['client']} (taskset)"
         )
-    )
     busy = getattr(args, "background_busy", None)
+    foreign = getattr(args, "foreign_busy", None)
     return [
         f"machine: {os.cpu_count()} CPUs ({cpu_model}), Linux {platform.release()}",
         f"background CPU use just before the run: {busy:.0f}%"
         + (" — other work was running; numbers are less trustworthy" if busy is not None and busy > 10 else ""),
+        f"CPU used by processes outside the benchmark during the run: {foreign:.0f}% of the machine"
+        + (" — numbers are less trustworthy" if foreign is not None and foreign > 5 else ""),
         f"CPU pinning: {pin}",
         f"command: python {' '.join([rel(Path(sys.argv[0])), *sys.argv[1:]])}",
     ]
@@ -789,7 +819,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="wrk threads for the load run (default 2)")
     p.add_argument("--only", default=",".join(ALL_SETUPS), help=f"comma-separated subset of {','.join(ALL_SETUPS)}")
     p.add_argument("--no-stream", action="store_true", help="skip the serial streaming run")
-    p.add_argument("--pin", action="store_true", help="pin server tree to CPU 0, upstream and wrk to CPU 1 (taskset)")
+    p.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="split",
+        help="CPU pinning with taskset: split (default) = server and fake upstream on CPU 0, wrk on CPU 1; "
+        "dedicated = server alone on CPU 0, upstream and wrk on CPU 1; none = no pinning",
+    )
     p.add_argument(
         "--gateway-cmd", default="", help="command that starts medic-gateway (default: .venv/bin/medic-gateway)"
     )
@@ -826,12 +862,11 @@ def main() -> int:
     if "portkey" in only:
         ensure_portkey(args.portkey_version)
 
-    ncpu = os.cpu_count() or 1
-    if args.pin and ncpu >= 2:
-        cpus: dict[str, str | None] = {"server": "0", "upstream": "1", "client": "1"}
-    else:
-        args.pin = False
-        cpus = {"server": None, "upstream": None, "client": None}
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2 and args.layout != "none":
+        log(f"only {len(usable)} usable CPU: no pinning")
+        args.layout = "none"
+    cpus = {role: (None if cpu is None else str(usable[cpu])) for role, cpu in LAYOUTS[args.layout].items()}
 
     setups = make_setups(args)
     upstream_port = free_port()
@@ -845,6 +880,7 @@ def main() -> int:
         "fake-upstream", [py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)], cpus["upstream"]
     )
     rows: list[Row] = []
+    t0, sys0, own0 = time.monotonic(), cpu_seconds_user_system(), own_cpu_seconds()
     try:
         wait_ready(upstream, upstream_port, "/v1/models", 20)
         for name in only:
@@ -853,6 +889,9 @@ def main() -> int:
         up_rss = tree_rss_mb(upstream.proc.pid)[0]
     finally:
         upstream.stop()
+    wall = time.monotonic() - t0
+    foreign_s = (cpu_seconds_user_system() - sys0) - (own_cpu_seconds() - own0)
+    args.foreign_busy = max(0.0, 100.0 * foreign_s / (wall * len(os.sched_getaffinity(0))))
 
     versions = {s.label: s.version() for s in (setups[n] for n in only)}
     versions["fake upstream"] = (

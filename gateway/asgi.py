@@ -67,9 +67,8 @@ class Request:
             parts.append(part)
 
 
-def start_headers(status: int, headers: list[tuple[str, str]], request_id: str, length: int | None) -> Message:
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    raw.append((b"x-request-id", request_id.encode()))
+def start_headers(status: int, headers: list[tuple[bytes, bytes]], request_id: str, length: int | None) -> Message:
+    raw = [*headers, (b"x-request-id", request_id.encode())]
     if length is not None:
         raw.append((b"content-length", str(length).encode()))
     return {"type": "http.response.start", "status": status, "headers": raw}

@@ -92,7 +92,7 @@ def _backoff_s(attempt: int, base_ms: int, max_ms: int, failure: GatewayError | 
     """Exponential backoff with full jitter; an upstream's Retry-After wins when it is within bounds."""
     if isinstance(failure, _StatusFailure):
         for name, value in failure.reply.headers:
-            if name.lower() == "retry-after" and value.strip().isdigit():
+            if name == b"retry-after" and value.strip().isdigit():
                 return min(float(value), max_ms / 1000)
     ceiling = min(max_ms, base_ms * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling) / 1000

@@ -18,8 +18,8 @@ from gateway.errors import render_error
 from gateway.settings import UpstreamConfig
 from gateway.upstream import Call, Reply
 
-JSON_HEADERS = [("content-type", "application/json")]
-SSE_HEADERS = [("content-type", "text/event-stream")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream")]
 CALLS = {"/chat/completions": "acompletion", "/completions": "atext_completion", "/embeddings": "aembedding"}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from time import perf_counter
 from typing import Any
 
@@ -17,10 +17,10 @@ import orjson
 from opentelemetry import trace
 
 from gateway import telemetry
-from gateway.asgi import Receive, Request, Send, start_headers
-from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.asgi import ClientGone, Receive, Request, Send, start_headers
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound
 from gateway.exchange import Exchange
-from gateway.forwarding import Outcome, forward
+from gateway.forwarding import Outcome, Target, forward
 from gateway.metrics import Metrics
 from gateway.routing import Router
 from gateway.streaming import EventSplitter, StreamSummary
@@ -61,8 +61,13 @@ class Proxy:
 
     async def _answer(self, call: Call, targets: list[Any], request: Request, send: Send, ex: Exchange) -> None:
         sent = perf_counter()
-        outcome = await forward(call, targets, self.metrics, ex.model)
-        ex.upstream_wait_s += perf_counter() - sent
+        try:
+            outcome = await _unless_client_leaves(forward(call, targets, self.metrics, ex.model), request.receive)
+        except GatewayError:
+            _learn_failed_route(ex, targets[-1])  # every route was tried: the failure that ends it is the last's
+            raise
+        finally:  # time spent on a failed upstream (timeouts, backoff) is not the gateway's overhead either
+            ex.upstream_wait_s += perf_counter() - sent
         _learn_route(ex, outcome)
         reply = outcome.reply
         if reply.rest is None:
@@ -100,6 +105,27 @@ def _learn_route(ex: Exchange, outcome: Outcome) -> None:
     ex.upstream_model = outcome.target.model
     ex.attempts = outcome.attempts
     ex.status = outcome.reply.status
+
+
+def _learn_failed_route(ex: Exchange, target: Target) -> None:
+    ex.upstream = target.upstream.name
+    ex.provider = provider_name(target.upstream.config.provider)
+    ex.upstream_model = target.model
+
+
+async def _unless_client_leaves(work: Coroutine[Any, Any, Outcome], receive: Receive) -> Outcome:
+    """The upstream's answer; a client that leaves before it comes cancels the upstream request."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(receive))
+    watch.add_done_callback(lambda _: task.cancel())  # a no-op once the task is done
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            raise ClientGone from None
+        raise
+    finally:
+        watch.cancel()
 
 
 def _learn_body(ex: Exchange, reply: Reply) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.settings import UpstreamConfig
 
@@ -22,9 +23,12 @@ HOP_HEADERS = frozenset(
     {
         "host", "connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection",
         "te", "trailer", "transfer-encoding", "upgrade", "content-length", "content-encoding",
-        "accept-encoding", "authorization", "api-key", "x-request-id",
+        "accept-encoding", "authorization", "api-key", "x-request-id", "cookie", "set-cookie",
     }
 )  # fmt: skip
+# The same, as the raw lower-case bytes an ASGI server hands over; plus the date the server sets itself.
+RAW_HOP_HEADERS = frozenset(name.encode() for name in HOP_HEADERS | {"date"})
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 @dataclass(slots=True)
@@ -32,7 +36,7 @@ class Reply:
     """An upstream's answer: the whole body, or for a relayed stream its first bytes and the rest to come."""
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: RawHeaders  # lower-case names, hop-by-hop headers already removed
     body: bytes
     rest: AsyncIterator[bytes] | None = None
     close: Callable[[], object] | None = None
@@ -89,6 +93,7 @@ class HttpUpstream:
         self._forward_client_auth = forward_client_auth
         self._auth = self._auth_header(config)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, str], URL] = {}
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeout_s, sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s
         )
@@ -106,18 +111,30 @@ class HttpUpstream:
         connector = aiohttp.TCPConnector(
             limit=self.config.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
         )
+        # No cookie jar: cookies from one client's upstream reply must never reach another client's request.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=self._timeout,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    def url(self, path: str, model: str) -> str:
-        if self.config.provider == "azure":
-            return f"{self._base}/openai/deployments/{model}{path}?api-version={self.config.api_version}"
-        return self._base + path
+    def url(self, path: str, model: str) -> URL:
+        """The upstream URL, parsed once per path and model (parsing costs more than the lookup)."""
+        url = self._urls.get((path, model))
+        if url is None:
+            if self.config.provider == "azure":
+                text = f"{self._base}/openai/deployments/{model}{path}?api-version={self.config.api_version}"
+            else:
+                text = self._base + path
+            url = URL(text)
+            if len(self._urls) < 1024:  # model names can come from clients: keep the cache bounded
+                self._urls[(path, model)] = url
+        return url
 
     def headers(self, call: Call) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
@@ -137,9 +154,11 @@ class HttpUpstream:
         assert self._session is not None, "upstream used before start()"
         inject = call.stream and self.config.stream_usage and call.path != "/embeddings" and not call.wants_usage
         body = call.body_for(model, inject)
-        response = await self._session.post(self.url(call.path, model), data=body, headers=self.headers(call))
+        response = await self._session.post(
+            self.url(call.path, model), data=body, headers=self.headers(call), allow_redirects=False
+        )
         try:
-            headers = _response_headers(response.headers.items())
+            headers = _response_headers(response.raw_headers)
             if not call.stream or response.status != 200:
                 return Reply(response.status, headers, await response.read())
             first = await response.content.readany()
@@ -154,8 +173,13 @@ class HttpUpstream:
         assert self._session is not None, "upstream used before start()"
         headers = {self._auth[0]: self._auth[1]} if self._auth else {}
         async with self._session.get(self._base + path, headers=headers) as response:
-            return Reply(response.status, _response_headers(response.headers.items()), await response.read())
+            return Reply(response.status, _response_headers(response.raw_headers), await response.read())
 
 
-def _response_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in items if k.lower() not in HOP_HEADERS and k.lower() != "date"]
+def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    headers = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower not in RAW_HOP_HEADERS:
+            headers.append((lower, value))
+    return headers

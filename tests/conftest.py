@@ -21,8 +21,12 @@ from tests.fakes.upstream import FakeUpstream
 @pytest.fixture(autouse=True)
 def _no_ambient_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tracing and content capture only where a test turns them on, whatever the environment says."""
-    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):  # fmt: skip
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

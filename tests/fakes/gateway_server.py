@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 
-from tests.fakes import http
 from gateway.app import Gateway
 from gateway.settings import GatewayConfig
 from gateway.tracing import Tracing
+from tests.fakes import http
 
 
 class GatewayServer:
@@ -32,8 +33,9 @@ class GatewayServer:
                 timeout_graceful_shutdown=2,
             )
         )
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]},
-                                        name="gateway", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, name="gateway", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -64,3 +66,7 @@ class GatewayServer:
         response = http.request(self.url, "GET", "/metrics")
         assert response.status == 200, response
         return response.body.decode()
+
+    def metrics_when(self, check: Callable[[str], bool], timeout_s: float = 5.0) -> str:
+        """The scrape once ``check(scrape)`` holds: a request is counted just after its last byte went out."""
+        return http.eventually(lambda: text if check(text := self.metrics()) else "", timeout_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ def post_json(base: str, path: str, payload: Any, headers: dict[str, str] | None
 class StreamReader:
     """Reads a streamed response event by event as it arrives, on a connection the test can drop."""
 
-    def __init__(self, base: str, path: str, body: bytes, headers: dict[str, str] | None = None,
-                 timeout_s: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self, base: str, path: str, body: bytes, headers: dict[str, str] | None = None, timeout_s: float = 10.0
+    ) -> None:
         parts = urlsplit(base)
         self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
         self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
@@ -88,13 +90,13 @@ class StreamReader:
 
 
 def sse_events(body: bytes) -> list[bytes]:
-    """A stream body cut into its events, each with its terminating blank line."""
+    """A stream body cut into its events, each with its terminating blank line (LF or CRLF)."""
     events = []
-    rest = body
-    while b"\n\n" in rest:
-        event, _, rest = rest.partition(b"\n\n")
-        events.append(event + b"\n\n")
-    assert rest == b"", f"bytes after the last complete event: {rest!r}"
+    start = 0
+    for match in re.finditer(rb"\r?\n\r?\n", body):
+        events.append(body[start : match.end()])
+        start = match.end()
+    assert body[start:] == b"", f"bytes after the last complete event: {body[start:]!r}"
     return events
 
 

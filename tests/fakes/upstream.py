@@ -92,6 +92,7 @@ class Stream:
     done: bool = True
     separators: tuple[str, str] = COMPACT
     usage_first: bool = False  # put "usage": null first in each chunk instead of right after "choices"
+    end: bytes = b"\n\n"  # what ends each event (b"\r\n\r\n" is valid SSE too)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -109,7 +110,7 @@ class Stream:
             base = {k: v for k, v in first.items() if k not in {"choices", "usage"}}
             out.append(self._event({**base, "choices": [], "usage": self.usage}))
         if self.done:
-            out.append(b"data: [DONE]\n\n")
+            out.append(b"data: [DONE]" + self.end)
         return out
 
     def wire(self, include_usage: bool) -> bytes:
@@ -123,7 +124,7 @@ class Stream:
         return b"".join(sent)
 
     def _event(self, chunk: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(chunk, separators=self.separators, ensure_ascii=False).encode() + b"\n\n"
+        return b"data: " + json.dumps(chunk, separators=self.separators, ensure_ascii=False).encode() + self.end
 
     def _with_usage_null(self, chunk: dict[str, Any]) -> dict[str, Any]:
         if "usage" in chunk:
@@ -315,8 +316,15 @@ class FakeUpstream:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        record = Recorded(request.method, request.path, request.query_string, CIMultiDict(request.headers), body,
-                          parsed, time.monotonic())  # fmt: skip
+        record = Recorded(
+            request.method,
+            request.path,
+            request.query_string,
+            CIMultiDict(request.headers),
+            body,
+            parsed,
+            time.monotonic(),
+        )
         self.requests.append(record)
         scripted = self._next(request.path)
         if callable(scripted):
@@ -341,6 +349,9 @@ class FakeUpstream:
             headers = {"Content-Type": spec.content_type, **spec.headers}
             return web.Response(status=spec.status, body=spec.body_bytes(), headers=headers)
         assert isinstance(spec, Stream), f"not a spec: {spec!r}"
+        return await self._stream(request, record, spec)
+
+    async def _stream(self, request: web.Request, record: Recorded, spec: Stream) -> web.StreamResponse:
         response = web.StreamResponse(status=spec.status, headers={"Content-Type": "text/event-stream", **spec.headers})
         await response.prepare(request)
         for item in spec.events(record.wants_usage):
@@ -369,10 +380,8 @@ class FakeUpstream:
         assert transport is not None
         transport.abort()
         # The lost connection cancels this handler; that cancellation is ours, not the caller's.
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
         return web.Response(status=500)
 
 

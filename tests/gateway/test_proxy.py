@@ -6,6 +6,7 @@ route renames the model.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Callable
@@ -53,11 +54,9 @@ def test_unknown_request_fields_reach_the_upstream_byte_identical(fake: FakeUpst
     assert fake.last.body == body
 
 
-def test_sdk_extra_body_fields_reach_the_upstream(
-    fake: FakeUpstream, gw: GatewayServer, openai_client: Client
-) -> None:
+def test_sdk_extra_body_fields_reach_the_upstream(fake: FakeUpstream, gw: GatewayServer, openai_client: Client) -> None:
     extra = {"x_vendor_extension": {"a": [1, 2]}, "guided_json": {"type": "object"}, "top_k": 20}
-    openai_client(gw).chat.completions.create(model="gpt-test", messages=MESSAGES, extra_body=extra)  # type: ignore[arg-type]
+    openai_client(gw).chat.completions.create(model="gpt-test", messages=MESSAGES, extra_body=extra)
     received = fake.last.json
     for key, value in extra.items():
         assert received[key] == value
@@ -74,7 +73,9 @@ UPSTREAM_BODY = (
 
 
 def test_response_body_reaches_the_client_byte_identical(fake: FakeUpstream, gw: GatewayServer) -> None:
-    fake.script(CHAT, Json(UPSTREAM_BODY, headers={"openai-processing-ms": "42", "x-ratelimit-remaining-requests": "9"}))
+    fake.script(
+        CHAT, Json(UPSTREAM_BODY, headers={"openai-processing-ms": "42", "x-ratelimit-remaining-requests": "9"})
+    )
     response = http.post_json(gw.url, CHAT, {"model": "gpt-test", "messages": MESSAGES})
     assert response.status == 200
     assert response.body == UPSTREAM_BODY
@@ -86,7 +87,7 @@ def test_response_body_reaches_the_client_byte_identical(fake: FakeUpstream, gw:
 
 def test_sdk_parses_the_relayed_response(fake: FakeUpstream, gw: GatewayServer, openai_client: Client) -> None:
     fake.script(CHAT, Json(UPSTREAM_BODY))
-    raw = openai_client(gw).chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    raw = openai_client(gw).chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)
     assert raw.http_response.content == UPSTREAM_BODY
     completion = raw.parse()
     assert completion.id == "chatcmpl-xyz"
@@ -108,7 +109,11 @@ def test_a_route_that_renames_the_model_keeps_every_other_field(
     gw = gateway(config)
     extra = {"x_vendor_extension": {"a": 1}, "chat_template_kwargs": {"enable_thinking": False}}
     openai_client(gw).chat.completions.create(
-        model="clinical-small", messages=MESSAGES, temperature=0.2, seed=7, extra_body=extra  # type: ignore[arg-type]
+        model="clinical-small",
+        messages=MESSAGES,
+        temperature=0.2,
+        seed=7,
+        extra_body=extra,
     )
     received = fake.last.json
     assert received["model"] == "Qwen/Qwen3-8B"
@@ -135,8 +140,12 @@ TOOLS = [
 
 
 def _choice(message: dict[str, Any], finish: str = "stop", index: int = 0, logprobs: Any = None) -> dict[str, Any]:
-    return {"index": index, "message": {"role": "assistant", "refusal": None, **message}, "logprobs": logprobs,
-            "finish_reason": finish}  # fmt: skip
+    return {
+        "index": index,
+        "message": {"role": "assistant", "refusal": None, **message},
+        "logprobs": logprobs,
+        "finish_reason": finish,
+    }
 
 
 def _check_tools(completion: Any) -> None:
@@ -173,14 +182,14 @@ def _check_reasoning(completion: Any) -> None:
     assert completion.usage.completion_tokens_details.reasoning_tokens == 12
 
 
+TOP = [{"token": "3", "logprob": -0.01, "bytes": [51]}, {"token": "4", "logprob": -2.25, "bytes": [52]}]
 LOGPROBS = {
     "content": [
-        {"token": "3", "logprob": -0.01, "bytes": [51],
-         "top_logprobs": [{"token": "3", "logprob": -0.01, "bytes": [51]}, {"token": "4", "logprob": -2.25, "bytes": [52]}]},
+        {"token": "3", "logprob": -0.01, "bytes": [51], "top_logprobs": TOP},
         {"token": ".5", "logprob": -0.2, "bytes": [46, 53], "top_logprobs": []},
     ],
     "refusal": None,
-}  # fmt: skip
+}
 SCHEMA = {
     "type": "json_schema",
     "json_schema": {
@@ -194,8 +203,11 @@ SCHEMA = {
         },
     },
 }
-TOOL_CALL = {"id": "call_1", "type": "function",
-             "function": {"name": "lookup_lab_reference", "arguments": '{"test": "potassium"}'}}  # fmt: skip
+TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "lookup_lab_reference", "arguments": '{"test": "potassium"}'},
+}
 FEATURES: dict[str, tuple[dict[str, Any], dict[str, Any], Callable[[Any], None]]] = {
     "tools": (
         {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False},
@@ -222,10 +234,16 @@ FEATURES: dict[str, tuple[dict[str, Any], dict[str, Any], Callable[[Any], None]]
         {"reasoning_effort": "high", "max_completion_tokens": 512},
         {
             "choices": [
-                _choice({"content": "3.5-5.0 mmol/L", "reasoning_content": "Potassium reference ranges are lab-specific."})
+                _choice(
+                    {"content": "3.5-5.0 mmol/L", "reasoning_content": "Potassium reference ranges are lab-specific."}
+                )
             ],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 20, "total_tokens": 29,
-                      "completion_tokens_details": {"reasoning_tokens": 12}},  # fmt: skip
+            "usage": {
+                "prompt_tokens": 9,
+                "completion_tokens": 20,
+                "total_tokens": 29,
+                "completion_tokens_details": {"reasoning_tokens": 12},
+            },
         },
         _check_reasoning,
     ),
@@ -299,9 +317,11 @@ def test_models_lists_configured_models_without_asking_the_upstream(
 ) -> None:
     config = GatewayConfig(
         upstreams={"u": UpstreamConfig(url=fake.url)},
-        models={"clinical-large": ModelConfig(routes=[Route(upstream="u")]),
-                "clinical-small": ModelConfig(routes=[Route(upstream="u", model="small")])},
-    )  # fmt: skip
+        models={
+            "clinical-large": ModelConfig(routes=[Route(upstream="u")]),
+            "clinical-small": ModelConfig(routes=[Route(upstream="u", model="small")]),
+        },
+    )
     gw = gateway(config)
     models = openai_client(gw).models.list()
     assert sorted(m.id for m in models.data) == ["clinical-large", "clinical-small"]
@@ -313,10 +333,8 @@ def test_models_in_pass_through_mode_adds_what_the_upstream_lists(
     fake: FakeUpstream, gateway: Gateway, openai_client: Client
 ) -> None:
     fake.script("/v1/models", Json(models_list("clinical-large", "upstream-1", "upstream-2")))
-    config = GatewayConfig(
-        upstreams={"u": UpstreamConfig(url=fake.url)},
-        models={"clinical-large": ModelConfig(routes=[Route(upstream="u")]), "*": ModelConfig(routes=[Route(upstream="u")])},
-    )  # fmt: skip
+    route = ModelConfig(routes=[Route(upstream="u")])
+    config = GatewayConfig(upstreams={"u": UpstreamConfig(url=fake.url)}, models={"clinical-large": route, "*": route})
     gw = gateway(config)
     ids = [m.id for m in openai_client(gw).models.list().data]
     assert sorted(ids) == ["clinical-large", "upstream-1", "upstream-2"]
@@ -336,7 +354,7 @@ def test_models_survives_an_upstream_that_cannot_list(fake: FakeUpstream, gw: Ga
 def test_client_authorization_is_forwarded_when_the_gateway_is_open(
     fake: FakeUpstream, gw: GatewayServer, openai_client: Client
 ) -> None:
-    openai_client(gw, api_key="sk-tenant-own").chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    openai_client(gw, api_key="sk-tenant-own").chat.completions.create(model="gpt-test", messages=MESSAGES)
     assert fake.last.headers.getall("authorization") == ["Bearer sk-tenant-own"]
 
 
@@ -345,7 +363,7 @@ def test_upstream_key_replaces_the_client_key(
 ) -> None:
     monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-upstream-secret")
     gw = gateway(single_upstream(fake.url, api_key_env="TEST_UPSTREAM_KEY"))
-    openai_client(gw, api_key="sk-client").chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    openai_client(gw, api_key="sk-client").chat.completions.create(model="gpt-test", messages=MESSAGES)
     assert fake.last.headers.getall("authorization") == ["Bearer sk-upstream-secret"]
 
 
@@ -353,15 +371,22 @@ def test_gateway_keys_are_never_forwarded_upstream(
     fake: FakeUpstream, gateway: Gateway, openai_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_GATEWAY_KEY", "gw-key-1")
-    config = single_upstream(fake.url).model_copy(update={"keys": [KeyConfig(tenant="ward7", key_env="TEST_GATEWAY_KEY")]})
+    config = single_upstream(fake.url).model_copy(
+        update={"keys": [KeyConfig(tenant="ward7", key_env="TEST_GATEWAY_KEY")]}
+    )
     gw = gateway(config)
-    openai_client(gw, api_key="gw-key-1").chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    openai_client(gw, api_key="gw-key-1").chat.completions.create(model="gpt-test", messages=MESSAGES)
     assert "authorization" not in fake.last.headers
 
 
 def test_client_headers_pass_through_but_hop_headers_do_not(fake: FakeUpstream, gw: GatewayServer) -> None:
-    headers = {"OpenAI-Organization": "org-1", "X-Custom-Trace": "abc", "Proxy-Authorization": "Basic eA==",
-               "Connection": "keep-alive", "Keep-Alive": "timeout=5"}  # fmt: skip
+    headers = {
+        "OpenAI-Organization": "org-1",
+        "X-Custom-Trace": "abc",
+        "Proxy-Authorization": "Basic eA==",
+        "Connection": "keep-alive",
+        "Keep-Alive": "timeout=5",
+    }
     http.post_json(gw.url, CHAT, {"model": "gpt-test", "messages": MESSAGES}, headers)
     received = fake.last.headers
     assert received["openai-organization"] == "org-1"
@@ -387,7 +412,9 @@ def test_incoming_request_id_is_honoured_and_forwarded(
 ) -> None:
     fake.script(CHAT, Json(chat_completion(), headers={"x-request-id": "upstream-own-id"}))
     raw = openai_client(gw).chat.completions.with_raw_response.create(
-        model="gpt-test", messages=MESSAGES, extra_headers={"X-Request-ID": "ehr-42.visit_7:note-1"}  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        extra_headers={"X-Request-ID": "ehr-42.visit_7:note-1"},
     )
     assert raw.http_response.headers.get_list("x-request-id") == ["ehr-42.visit_7:note-1"]
     assert fake.last.headers.getall("x-request-id") == ["ehr-42.visit_7:note-1"]
@@ -417,8 +444,12 @@ EVERY_KIND_OF_RESPONSE = {
 
 @pytest.mark.parametrize("kind", list(EVERY_KIND_OF_RESPONSE))
 def test_every_response_carries_the_request_id(kind: str, fake: FakeUpstream, gw: GatewayServer) -> None:
-    fake.script(CHAT, lambda r: error(400, headers={"x-request-id": "up"}) if r.json["model"] == "upstream-400"
-                else Json(chat_completion()))  # fmt: skip
+    fake.script(
+        CHAT,
+        lambda r: (
+            error(400, headers={"x-request-id": "up"}) if r.json["model"] == "upstream-400" else Json(chat_completion())
+        ),
+    )
     method, path, body, status = EVERY_KIND_OF_RESPONSE[kind]
     response = http.request(gw.url, method, path, body, {"X-Request-ID": f"rid-{kind.replace(' ', '-')}"})
     assert response.status == status
@@ -426,3 +457,22 @@ def test_every_response_carries_the_request_id(kind: str, fake: FakeUpstream, gw
     generated = http.request(gw.url, method, path, body)
     ids = generated.header_all("x-request-id")
     assert len(ids) == 1 and HEX_ID.match(ids[0])
+
+
+def test_a_client_that_gives_up_cancels_the_upstream_request(
+    fake: FakeUpstream, gw: GatewayServer, openai_client: Client
+) -> None:
+    fake.script(CHAT, Json(chat_completion(), delay_s=30))  # a long generation
+    with pytest.raises(openai.APITimeoutError):
+        openai_client(gw, timeout=0.5).chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert fake.disconnected.wait(3), "the upstream request outlived its client"
+    gw.metrics_when(lambda text: http.metric(text, "medic_gateway_requests_total", status_code="499") == 1)
+
+
+def test_a_compressed_upstream_body_reaches_the_client_decoded(fake: FakeUpstream, gw: GatewayServer) -> None:
+    fake.script(CHAT, Json(gzip.compress(UPSTREAM_BODY), headers={"Content-Encoding": "gzip"}))
+    response = http.post_json(gw.url, CHAT, {"model": "gpt-test", "messages": MESSAGES})
+    assert response.status == 200
+    assert response.body == UPSTREAM_BODY
+    assert response.header("content-encoding") is None
+    assert response.header("content-length") == str(len(UPSTREAM_BODY))

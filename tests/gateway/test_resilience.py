@@ -46,29 +46,29 @@ def upstream(url: str, **options: Any) -> UpstreamConfig:
 
 def config(upstreams: dict[str, UpstreamConfig]) -> GatewayConfig:
     """Model "clinical" routed through every upstream, in order."""
-    return GatewayConfig(upstreams=upstreams, models={"clinical": ModelConfig(routes=[Route(upstream=n) for n in upstreams])})
+    return GatewayConfig(
+        upstreams=upstreams, models={"clinical": ModelConfig(routes=[Route(upstream=n) for n in upstreams])}
+    )
 
 
 def _chat(model: str = "clinical", **fields: Any) -> bytes:
     return json.dumps({"model": model, "messages": MESSAGES, **fields}).encode()
 
 
-def _wait_metrics(gw: GatewayServer, check: Callable[[str], bool]) -> str:
-    return http.eventually(lambda: (lambda text: text if check(text) else "")(gw.metrics()))
-
-
 # ------------------------------------------------------------------------------------------ retries
 
 
-def test_503_twice_then_200_is_retried_and_succeeds(fake_upstream: Fake, gateway: Gateway, openai_client: Client) -> None:
+def test_503_twice_then_200_is_retried_and_succeeds(
+    fake_upstream: Fake, gateway: Gateway, openai_client: Client
+) -> None:
     fake = fake_upstream()
     fake.script(CHAT, error(503, type_="server_error"), error(503, type_="server_error"), Json(chat_completion("ok")))
     gw = gateway(config({"a": upstream(fake.url, retries=2)}))
-    completion = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)  # type: ignore[arg-type]
+    completion = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)
     assert completion.choices[0].message.content == "ok"
     assert len(fake.requests) == 3
     assert all(r.body == fake.requests[0].body for r in fake.requests)  # each retry sends the same bytes
-    _wait_metrics(gw, lambda t: http.metric(t, RETRIES, upstream="a", reason="server_error") == 2)
+    gw.metrics_when(lambda t: http.metric(t, RETRIES, upstream="a", reason="server_error") == 2)
 
 
 def test_without_retries_the_503_is_passed_on(fake_upstream: Fake, gateway: Gateway, openai_client: Client) -> None:
@@ -80,7 +80,7 @@ def test_without_retries_the_503_is_passed_on(fake_upstream: Fake, gateway: Gate
     assert (response.status, response.body) == (503, unavailable.body_bytes())
     with pytest.raises(openai.InternalServerError) as caught:
         fake.script(CHAT, unavailable)
-        openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)  # type: ignore[arg-type]
+        openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)
     assert caught.value.status_code == 503 and caught.value.code == "overloaded"
     assert len(fake.requests) == 2
     assert http.metric(gw.metrics(), RETRIES) == 0
@@ -90,10 +90,10 @@ def test_429_is_retried(fake_upstream: Fake, gateway: Gateway, openai_client: Cl
     fake = fake_upstream()
     fake.script(CHAT, error(429, "slow down", type_="rate_limit_error"), Json(chat_completion("ok")))
     gw = gateway(config({"a": upstream(fake.url, retries=1)}))
-    completion = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)  # type: ignore[arg-type]
+    completion = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)
     assert completion.choices[0].message.content == "ok"
     assert len(fake.requests) == 2
-    _wait_metrics(gw, lambda t: http.metric(t, RETRIES, upstream="a", reason="rate_limited") == 1)
+    gw.metrics_when(lambda t: http.metric(t, RETRIES, upstream="a", reason="rate_limited") == 1)
 
 
 def test_retry_after_is_honoured(fake_upstream: Fake, gateway: Gateway) -> None:
@@ -125,15 +125,17 @@ def test_client_errors_are_neither_retried_nor_fallen_back(fake_upstream: Fake, 
 # ----------------------------------------------------------------------------------------- fallback
 
 
-def test_connection_refused_is_retried_then_falls_back(fake_upstream: Fake, gateway: Gateway, openai_client: Client) -> None:
+def test_connection_refused_is_retried_then_falls_back(
+    fake_upstream: Fake, gateway: Gateway, openai_client: Client
+) -> None:
     b = fake_upstream()
     b.script(CHAT, Json(chat_completion("from b")))
     dead = f"http://127.0.0.1:{closed_port()}/v1"
     gw = gateway(config({"a": upstream(dead, retries=1), "b": upstream(b.url)}))
-    completion = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)  # type: ignore[arg-type]
+    completion = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)
     assert completion.choices[0].message.content == "from b"
     assert len(b.requests) == 1
-    text = _wait_metrics(gw, lambda t: http.metric(t, FALLBACKS) == 1)
+    text = gw.metrics_when(lambda t: http.metric(t, FALLBACKS) == 1)
     assert http.metric(text, RETRIES, upstream="a", reason="connection_error") == 1
     assert http.metric(text, FALLBACKS, model="clinical", upstream="a") == 1
     assert http.metric(text, "medic_gateway_requests_total", upstream="b", status_code="200") == 1
@@ -143,8 +145,10 @@ def test_fallback_route_gets_its_own_model_name(fake_upstream: Fake, gateway: Ga
     a, b = fake_upstream(), fake_upstream()
     a.script(CHAT, error(503))
     routes = [Route(upstream="a", model="big-model"), Route(upstream="b", model="small-model")]
-    cfg = GatewayConfig(upstreams={"a": upstream(a.url, retries=0), "b": upstream(b.url)},
-                        models={"clinical": ModelConfig(routes=routes)})  # fmt: skip
+    cfg = GatewayConfig(
+        upstreams={"a": upstream(a.url, retries=0), "b": upstream(b.url)},
+        models={"clinical": ModelConfig(routes=routes)},
+    )
     gw = gateway(cfg)
     assert http.request(gw.url, "POST", CHAT, _chat(x_extra=1)).status == 200
     assert a.last.json["model"] == "big-model"
@@ -181,9 +185,9 @@ def test_stream_falls_back_before_its_first_byte(
     assert response.status == 200
     assert response.body == stream.wire(include_usage=False)
     assert (len(a.requests), len(b.requests)) == (1, 1)
-    chunks = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    chunks = openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "from b"
-    _wait_metrics(gw, lambda t: http.metric(t, FALLBACKS, model="clinical", upstream="a") == 2)
+    gw.metrics_when(lambda t: http.metric(t, FALLBACKS, model="clinical", upstream="a") == 2)
 
 
 def test_a_stream_that_broke_after_its_first_byte_is_not_retried(fake_upstream: Fake, gateway: Gateway) -> None:
@@ -208,12 +212,12 @@ def test_500_on_the_last_route_is_passed_on_after_retries(
     response = http.request(gw.url, "POST", CHAT, _chat())
     assert (response.status, response.body) == (500, last.body_bytes())
     assert (len(a.requests), len(b.requests)) == (2, 3)
-    text = _wait_metrics(gw, lambda t: http.metric(t, "medic_gateway_requests_total", status_code="500") == 1)
+    text = gw.metrics_when(lambda t: http.metric(t, "medic_gateway_requests_total", status_code="500") == 1)
     assert http.metric(text, RETRIES, upstream="a", reason="server_error") == 1
     assert http.metric(text, RETRIES, upstream="b", reason="server_error") == 2
     assert http.metric(text, FALLBACKS, model="clinical", upstream="a") == 1
     with pytest.raises(openai.InternalServerError) as caught:
-        openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)  # type: ignore[arg-type]
+        openai_client(gw).chat.completions.create(model="clinical", messages=MESSAGES)
     assert caught.value.code == "b_down"
 
 
@@ -235,20 +239,20 @@ async def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_slow_upstream_does_not_delay_another(fake_upstream: Fake, gateway: Gateway,
-                                                      async_openai_client: AsyncClient) -> None:  # fmt: skip
+async def test_a_slow_upstream_does_not_delay_another(
+    fake_upstream: Fake, gateway: Gateway, async_openai_client: AsyncClient
+) -> None:
     slow, fast = fake_upstream(), fake_upstream()
     slow.script(CHAT, Json(chat_completion("slow"), delay_s=3))
     fast.script(CHAT, Json(chat_completion("fast")))
     gw = gateway(two_models(slow.url, fast.url))
     client = async_openai_client(gw)
     pending = [
-        asyncio.ensure_future(client.chat.completions.create(model="slow", messages=MESSAGES))  # type: ignore[arg-type]
-        for _ in range(20)
+        asyncio.ensure_future(client.chat.completions.create(model="slow", messages=MESSAGES)) for _ in range(20)
     ]
     await _until(lambda: len(slow.requests) == 20)
     started = time.monotonic()
-    answer = await client.chat.completions.create(model="fast", messages=MESSAGES)  # type: ignore[arg-type]
+    answer = await client.chat.completions.create(model="fast", messages=MESSAGES)
     took = time.monotonic() - started
     assert answer.choices[0].message.content == "fast"
     assert not any(task.done() for task in pending), "the slow requests finished first: nothing was shown"
@@ -267,7 +271,7 @@ async def test_a_saturated_connection_pool_does_not_block_another_upstream(
     client = async_openai_client(gw)
 
     async def slow_text() -> str:
-        stream = await client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        stream = await client.chat.completions.create(model="slow", messages=MESSAGES, stream=True)
         return "".join([c.choices[0].delta.content or "" async for c in stream])
 
     pending = [asyncio.ensure_future(slow_text()) for _ in range(6)]
@@ -275,7 +279,7 @@ async def test_a_saturated_connection_pool_does_not_block_another_upstream(
         await _until(lambda: len(slow.requests) == 2)  # the pool of "a" is full; 4 requests wait for it
         await asyncio.sleep(0.2)
         assert len(slow.requests) == 2
-        answer = await asyncio.wait_for(client.chat.completions.create(model="fast", messages=MESSAGES), 5)  # type: ignore[arg-type]
+        answer = await asyncio.wait_for(client.chat.completions.create(model="fast", messages=MESSAGES), 5)
         assert answer.choices[0].message.content
         assert not any(task.done() for task in pending)
     finally:
