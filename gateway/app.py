@@ -104,7 +104,8 @@ class Gateway:
         """Everything that is not a model request: models, health, readiness, metrics."""
         path = request.path
         if path in OPERATIONS or (path in CONTROL_PATHS and request.method not in {"GET", "HEAD"}):
-            raise MethodNotAllowed(f"Method {request.method} is not allowed on {path}.")
+            allow = "POST" if path in OPERATIONS else "GET, HEAD"
+            raise MethodNotAllowed(f"Method {request.method} is not allowed on {path}.", allow)
         if path == "/healthz":
             await send_json(send, 200, b'{"status":"ok"}', request_id)
         elif path == "/readyz":
@@ -115,7 +116,7 @@ class Gateway:
             await self.send_metrics(send, request_id)
         elif path == "/v1/models":
             self.keys.tenant(request.authorization)
-            await send_json(send, 200, orjson.dumps(await self.models()), request_id)
+            await send_json(send, 200, orjson.dumps(await self.models(request.authorization)), request_id)
         else:
             raise NotFound(f"Unknown path {path}.")
 
@@ -125,21 +126,21 @@ class Gateway:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def models(self) -> dict[str, Any]:
+    async def models(self, client_auth: str | None) -> dict[str, Any]:
         """Configured models; in pass-through mode, also what the wildcard upstream lists."""
         data: list[dict[str, Any]] = [{"id": name, "object": "model", "created": 0, "owned_by": "medic-gateway"}
                 for name in self.router.named_models()]  # fmt: skip
         if self.router.wildcard:
-            data += await self._wildcard_models({m["id"] for m in data})
+            data += await self._wildcard_models({m["id"] for m in data}, client_auth)
         return {"object": "list", "data": data}
 
-    async def _wildcard_models(self, known: set[str]) -> list[dict[str, Any]]:
+    async def _wildcard_models(self, known: set[str], client_auth: str | None) -> list[dict[str, Any]]:
         upstream = self.router.targets("*")[0].upstream
         get = getattr(upstream, "get", None)
         if get is None:
             return []
         try:
-            reply = await get("/models")
+            reply = await get("/models", client_auth)
             listed = orjson.loads(reply.body).get("data", []) if reply.status == 200 else []
         except Exception:  # an upstream that cannot list its models still serves them
             log.warning("upstream %s did not list its models", upstream.name)

@@ -81,5 +81,4 @@ async def send_json(send: Send, status: int, body: bytes, request_id: str, extra
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
-    extra = [(b"www-authenticate", b"Bearer")] if error.status == 401 else None
-    await send_json(send, error.status, error.body(), request_id, extra)
+    await send_json(send, error.status, error.body(), request_id, list(error.headers))

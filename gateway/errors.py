@@ -16,6 +16,7 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = "internal_error"
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # response headers the status calls for
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -39,6 +40,7 @@ class AuthenticationFailed(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+    headers = ((b"www-authenticate", b"Bearer"),)
 
 
 class ModelNotFound(GatewayError):
@@ -57,6 +59,10 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.headers = ((b"allow", allow.encode()),)
 
 
 class RequestTooLarge(GatewayError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import Any
 
@@ -27,6 +27,7 @@ from gateway.streaming import EventSplitter, StreamSummary
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name
 from gateway.upstream import Call, Reply
 
+WATCH_AFTER_S = 0.02
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
 
 
@@ -60,23 +61,75 @@ class Proxy:
             span.end()
 
     async def _answer(self, call: Call, targets: list[Any], request: Request, send: Send, ex: Exchange) -> None:
+        watch = ClientWatch(request.receive)
+        try:
+            outcome = await self._forward(call, targets, ex)
+            reply = outcome.reply
+            if reply.rest is None:
+                await send(start_headers(reply.status, reply.headers, ex.request_id, len(reply.body)))
+                await send({"type": "http.response.body", "body": reply.body})
+                ex.finished_s = ex.elapsed()
+                _learn_body(ex, reply)
+            else:
+                await _relay_stream(reply, send, ex)
+        except asyncio.CancelledError:
+            if not watch.left:
+                raise
+            ex.disconnected = True  # the cancellation closed the upstream connection on its way here
+            if ex.status == 0:
+                ex.status, ex.error_type = 499, "client_disconnected"
+                raise ClientGone from None
+        finally:
+            watch.stop()
+
+    async def _forward(self, call: Call, targets: list[Any], ex: Exchange) -> Outcome:
         sent = perf_counter()
         try:
-            outcome = await _unless_client_leaves(forward(call, targets, self.metrics, ex.model), request.receive)
+            outcome = await forward(call, targets, self.metrics, ex.model)
         except GatewayError:
             _learn_failed_route(ex, targets[-1])  # every route was tried: the failure that ends it is the last's
             raise
         finally:  # time spent on a failed upstream (timeouts, backoff) is not the gateway's overhead either
             ex.upstream_wait_s += perf_counter() - sent
         _learn_route(ex, outcome)
-        reply = outcome.reply
-        if reply.rest is None:
-            await send(start_headers(reply.status, reply.headers, ex.request_id, len(reply.body)))
-            await send({"type": "http.response.body", "body": reply.body})
-            ex.finished_s = ex.elapsed()
-            _learn_body(ex, reply)
-            return
-        await _relay_stream(reply, request.receive, send, ex)
+        return outcome
+
+
+class ClientWatch:
+    """Cancels the request's task when its client disconnects, so that the upstream request is cancelled.
+
+    The watcher starts only once a request has waited WATCH_AFTER_S: by then it runs while the gateway
+    would otherwise idle on the upstream, and the many fast requests never pay for it. A client that left
+    earlier is seen as soon as it starts, since the server remembers the disconnect.
+    """
+
+    __slots__ = ("_armed", "_receive", "_task", "_timer", "_watcher", "left")
+
+    def __init__(self, receive: Receive) -> None:
+        self._task = asyncio.current_task()
+        self._receive = receive
+        self._armed = True
+        self._watcher: asyncio.Future[None] | None = None
+        self.left = False
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._armed and self._task is not None:
+            self.left = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        if self.left and self._task is not None:
+            self._task.uncancel()  # the cancellation was ours and has been handled
+        self._armed = False
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -113,21 +166,6 @@ def _learn_failed_route(ex: Exchange, target: Target) -> None:
     ex.upstream_model = target.model
 
 
-async def _unless_client_leaves(work: Coroutine[Any, Any, Outcome], receive: Receive) -> Outcome:
-    """The upstream's answer; a client that leaves before it comes cancels the upstream request."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(receive))
-    watch.add_done_callback(lambda _: task.cancel())  # a no-op once the task is done
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if watch.done() and not watch.cancelled():
-            raise ClientGone from None
-        raise
-    finally:
-        watch.cancel()
-
-
 def _learn_body(ex: Exchange, reply: Reply) -> None:
     if reply.status != 200:
         ex.error_type = str(reply.status)
@@ -144,29 +182,23 @@ def _learn_body(ex: Exchange, reply: Reply) -> None:
                                      if isinstance(c, dict) and c.get("finish_reason")]  # fmt: skip
 
 
-async def _relay_stream(reply: Reply, receive: Receive, send: Send, ex: Exchange) -> None:
-    """Relay events as they arrive; a client that goes away cancels the upstream request."""
+async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
+    """Relay events as they arrive, learning from them on the way; the upstream connection always closes."""
     summary = StreamSummary(strip_usage=reply.usage_injected)
-    await send(start_headers(200, reply.headers, ex.request_id, None))
-    pump = asyncio.ensure_future(_pump(reply, send, summary, ex))
-    watch = asyncio.ensure_future(_disconnected(receive))
     try:
-        await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        await send(start_headers(200, reply.headers, ex.request_id, None))
+        await _pump(reply, send, summary, ex)
+    except OSError:  # the client's socket failed under a write: it left
+        ex.disconnected = True
     finally:
-        watch.cancel()
-        if not pump.done():
-            pump.cancel()
-            ex.disconnected = True
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await pump
         if reply.close is not None:
             reply.close()
-    ex.finished_s = ex.elapsed()
-    ex.usage = summary.usage
-    ex.response_model = summary.model
-    ex.finish_reasons = list(summary.finish_reasons.values())
-    if not summary.done and not ex.disconnected:
-        ex.error_type = "stream_incomplete"
+        ex.finished_s = ex.elapsed()
+        ex.usage = summary.usage
+        ex.response_model = summary.model
+        ex.finish_reasons = list(summary.finish_reasons.values())
+        if not summary.done:
+            ex.error_type = "stream_incomplete"
 
 
 async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange) -> None:
@@ -198,8 +230,3 @@ async def _chunks(reply: Reply, ex: Exchange) -> AsyncIterator[bytes]:
         finally:
             ex.upstream_wait_s += perf_counter() - waited
         yield chunk
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

@@ -25,6 +25,8 @@ def observe(metrics: Metrics, ex: Exchange, endpoint: str) -> None:
     metrics.requests.labels(endpoint, model, ex.upstream, ex.tenant, status).inc()
     total = ex.finished_s if ex.finished_s is not None else ex.elapsed()
     metrics.overhead.labels(endpoint).observe(max(total - ex.upstream_wait_s, 0.0))
+    if ex.disconnected:
+        metrics.client_disconnects.labels(endpoint, model).inc()
     if not ex.upstream:
         return  # answered by the gateway itself (an error before routing)
     genai = (ex.operation, ex.provider, model)
@@ -38,8 +40,6 @@ def observe(metrics: Metrics, ex: Exchange, endpoint: str) -> None:
         metrics.token_usage.labels(*genai, "input").observe(tokens_in)
     if tokens_out is not None:
         metrics.token_usage.labels(*genai, "output").observe(tokens_out)
-    if ex.disconnected:
-        metrics.client_disconnects.labels(endpoint, model).inc()
 
 
 def span_attributes(span: Span, ex: Exchange, payload: dict[str, Any], capture_content: bool) -> None:

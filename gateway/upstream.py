@@ -169,9 +169,11 @@ class HttpUpstream:
             raise
         return Reply(200, headers, first, response.content.iter_any(), response.close, usage_injected=inject)
 
-    async def get(self, path: str) -> Reply:
+    async def get(self, path: str, client_auth: str | None = None) -> Reply:
         assert self._session is not None, "upstream used before start()"
         headers = {self._auth[0]: self._auth[1]} if self._auth else {}
+        if not headers and self._forward_client_auth and client_auth:
+            headers["Authorization"] = client_auth
         async with self._session.get(self._base + path, headers=headers) as response:
             return Reply(response.status, _response_headers(response.raw_headers), await response.read())
 

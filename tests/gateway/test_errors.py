@@ -312,7 +312,9 @@ def test_unknown_path_is_404(method: str, path: str, fake: FakeUpstream, gw: Gat
     ],
 )
 def test_wrong_method_is_405(method: str, path: str, fake: FakeUpstream, gw: GatewayServer) -> None:
-    assert_openai_error(http.request(gw.url, method, path), 405, "method_not_allowed", "invalid_request_error")
+    response = http.request(gw.url, method, path)
+    assert_openai_error(response, 405, "method_not_allowed", "invalid_request_error")
+    assert response.header("allow") == ("POST" if path in (CHAT, "/v1/embeddings", "/v1/completions") else "GET, HEAD")
     assert fake.requests == []
 
 

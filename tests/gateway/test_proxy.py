@@ -341,6 +341,14 @@ def test_models_in_pass_through_mode_adds_what_the_upstream_lists(
     assert fake.last.method == "GET" and fake.last.path == "/v1/models"
 
 
+def test_models_in_open_pass_through_mode_asks_with_the_clients_key(
+    fake: FakeUpstream, gw: GatewayServer, openai_client: Client
+) -> None:
+    fake.script("/v1/models", Json(models_list("upstream-1")))
+    assert [m.id for m in openai_client(gw, api_key="sk-clients-own").models.list().data] == ["upstream-1"]
+    assert fake.last.headers["authorization"] == "Bearer sk-clients-own"
+
+
 def test_models_survives_an_upstream_that_cannot_list(fake: FakeUpstream, gw: GatewayServer) -> None:
     fake.script("/v1/models", error(500, "boom", type_="server_error"))
     response = http.request(gw.url, "GET", "/v1/models")

@@ -85,7 +85,9 @@ def test_key_needs_exactly_one_source(tmp_path: Path) -> None:
 
 
 def test_azure_needs_api_version(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("url: https://api.openai.com/v1", "url: https://x.openai.azure.com\n    provider: azure"))
+    path = write(
+        tmp_path, GOOD.replace("url: https://api.openai.com/v1", "url: https://x.openai.azure.com\n    provider: azure")
+    )
     with pytest.raises(ConfigError, match=r"upstreams.openai: .*api_version"):
         settings.load(path)
 

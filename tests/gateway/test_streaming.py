@@ -307,6 +307,7 @@ def test_client_disconnect_before_the_first_byte_cancels_the_upstream_request(
         openai_client(gw, timeout=0.5).chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
     assert fake.disconnected.wait(3), "the upstream request outlived its client"
     gw.metrics_when(lambda text: http.metric(text, "medic_gateway_requests_total", status_code="499") == 1)
+    gw.metrics_when(lambda text: http.metric(text, "medic_gateway_client_disconnects_total") == 1)
 
 
 def test_upstream_that_breaks_mid_stream_ends_the_client_stream_without_done(
