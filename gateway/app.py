@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import traceback
 from typing import Any
 
 import orjson
@@ -65,7 +66,11 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.startup()
+                try:
+                    await self.startup()
+                except Exception as error:  # e.g. a provider whose extra is not installed
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -96,9 +101,20 @@ class Gateway:
             await send_error(send, error, request_id)
         except ClientGone:
             ex.status, ex.disconnected = 499, True
+        except Exception as error:
+            await self._unexpected(error, send, ex)
         finally:
             self.metrics.in_flight.labels(request.path).dec()
             telemetry.observe(self.metrics, ex, request.path)
+
+    async def _unexpected(self, error: Exception, send: Send, ex: Exchange) -> None:
+        """A bug: log where it happened (never the message, which may quote the request) and answer 500."""
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error("request %s failed with %s at\n%s", ex.request_id, type(error).__name__, frames)
+        ex.error_type = type(error).__name__
+        if ex.status == 0:  # nothing has been sent yet
+            ex.status = 500
+            await send_error(send, GatewayError("The gateway failed to handle the request."), ex.request_id)
 
     async def control(self, request: Request, send: Send, request_id: str) -> None:
         """Everything that is not a model request: models, health, readiness, metrics."""

@@ -60,7 +60,7 @@ class Proxy:
             telemetry.span_attributes(span, exchange, payload, self.tracing.capture_content)
             span.end()
 
-    async def _answer(self, call: Call, targets: list[Any], request: Request, send: Send, ex: Exchange) -> None:
+    async def _answer(self, call: Call, targets: list[Target], request: Request, send: Send, ex: Exchange) -> None:
         watch = ClientWatch(request.receive)
         try:
             outcome = await self._forward(call, targets, ex)
@@ -76,13 +76,14 @@ class Proxy:
             if not watch.left:
                 raise
             ex.disconnected = True  # the cancellation closed the upstream connection on its way here
+            ex.error_type = "client_disconnected"
             if ex.status == 0:
-                ex.status, ex.error_type = 499, "client_disconnected"
+                ex.status = 499
                 raise ClientGone from None
         finally:
             watch.stop()
 
-    async def _forward(self, call: Call, targets: list[Any], ex: Exchange) -> Outcome:
+    async def _forward(self, call: Call, targets: list[Target], ex: Exchange) -> Outcome:
         sent = perf_counter()
         try:
             outcome = await forward(call, targets, self.metrics, ex.model)
@@ -190,6 +191,7 @@ async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
         await _pump(reply, send, summary, ex)
     except OSError:  # the client's socket failed under a write: it left
         ex.disconnected = True
+        ex.error_type = "client_disconnected"
     finally:
         if reply.close is not None:
             reply.close()
@@ -197,7 +199,7 @@ async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
         ex.usage = summary.usage
         ex.response_model = summary.model
         ex.finish_reasons = list(summary.finish_reasons.values())
-        if not summary.done:
+        if not summary.done and ex.error_type is None:
             ex.error_type = "stream_incomplete"
 
 

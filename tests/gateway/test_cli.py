@@ -144,3 +144,14 @@ def test_sigterm_lets_a_stream_in_flight_finish(
     assert "".join(p or "" for p in pieces) == "Take with food."
     # uvicorn re-raises the signal it caught once the drain is done, so the exit is by SIGTERM, not a crash.
     assert gateway.process.wait(20) in (0, -signal.SIGTERM)
+
+
+def test_serve_fails_clearly_when_a_provider_needs_the_missing_extra(tmp_path: Path) -> None:
+    (tmp_path / "litellm.py").write_text("raise ImportError('not installed')\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text("upstreams:\n  claude: {provider: anthropic}\nmodels:\n  c: {routes: [{upstream: claude}]}\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run(command("serve", "--config", str(config), "--port", str(free_port())),
+                            capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
+    assert result.returncode != 0
+    assert "pip install 'medic-gateway[providers]'" in result.stderr + result.stdout

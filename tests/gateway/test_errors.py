@@ -327,3 +327,18 @@ def test_sdk_raises_for_unknown_paths_and_methods(gw: GatewayServer, openai_clie
         client.get("/chat/completions", cast_to=object)
     assert not_allowed.value.status_code == 405
     assert not_allowed.value.code == "method_not_allowed"
+
+
+def test_a_gateway_bug_is_an_openai_shaped_500_that_logs_no_content(
+    fake: FakeUpstream, gw: GatewayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    phi = "Patient Jane Doe, MRN 123456"
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError(phi)  # the traceback shows this line, not the value
+
+    gw.app.proxy.handle = broken  # type: ignore[method-assign]
+    response = http.request(gw.url, "POST", CHAT, b'{"model":"gpt-test","messages":[]}')
+    assert_openai_error(response, 500, "internal_error", "server_error")
+    assert "RuntimeError" in caplog.text
+    assert "Jane Doe" not in caplog.text and "123456" not in caplog.text
