@@ -204,15 +204,17 @@ async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
 
 
 async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange) -> None:
+    """Forward every complete event as soon as it arrives; events that arrived together leave together."""
     splitter = EventSplitter()
     async for chunk in _chunks(reply, ex):
-        for event in splitter.feed(chunk):
-            out = summary.inspect(event)
-            if out is None:
-                continue
-            if ex.first_token_s is None and summary.content:
-                ex.first_token_s = ex.elapsed()
-            await send({"type": "http.response.body", "body": out, "more_body": True})
+        out = [event for event in map(summary.inspect, splitter.feed(chunk)) if event is not None]
+        if not out:
+            continue
+        if ex.first_token_s is None and summary.content:
+            ex.first_token_s = ex.elapsed()
+        await send(
+            {"type": "http.response.body", "body": out[0] if len(out) == 1 else b"".join(out), "more_body": True}
+        )
     rest = splitter.rest()
     await send({"type": "http.response.body", "body": rest, "more_body": False})
 
