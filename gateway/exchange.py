@@ -31,6 +31,7 @@ class Exchange:
     finished_s: float | None = None
     usage: dict[str, Any] | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)  # the response text per choice: PHI, kept in memory only
     disconnected: bool = False
 
     def elapsed(self) -> float:

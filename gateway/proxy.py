@@ -179,8 +179,15 @@ def _learn_body(ex: Exchange, reply: Reply) -> None:
             ex.response_model = body.get("model")
             choices = body.get("choices")
             if isinstance(choices, list):
-                ex.finish_reasons = [c["finish_reason"] for c in choices
-                                     if isinstance(c, dict) and c.get("finish_reason")]  # fmt: skip
+                _learn_choices(ex, [c for c in choices if isinstance(c, dict)])
+
+
+def _learn_choices(ex: Exchange, choices: list[dict[str, Any]]) -> None:
+    ex.finish_reasons = [c["finish_reason"] for c in choices if c.get("finish_reason")]
+    for choice in choices:
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        ex.output.append(text if isinstance(text, str) else "")
 
 
 async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
@@ -199,6 +206,7 @@ async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
         ex.usage = summary.usage
         ex.response_model = summary.model
         ex.finish_reasons = list(summary.finish_reasons.values())
+        ex.output = ["".join(summary.content[i]) for i in sorted(summary.content)]
         if not summary.done and ex.error_type is None:
             ex.error_type = "stream_incomplete"
 

@@ -66,18 +66,33 @@ def span_attributes(span: Span, ex: Exchange, payload: dict[str, Any], capture_c
     if ex.finish_reasons:
         attributes["gen_ai.response.finish_reasons"] = ex.finish_reasons
     if capture_content:
-        attributes |= _content(payload)
+        attributes |= _content(payload, ex)
     span.set_attributes(attributes)
     if ex.error_type or ex.status >= 400:
         span.set_attribute("error.type", ex.error_type or str(ex.status))
         span.set_status(Status(StatusCode.ERROR))
 
 
-def _content(payload: dict[str, Any]) -> dict[str, str]:
-    """Input messages as recorded only when content capture is explicitly on (they are PHI)."""
-    content: dict[str, str] = {}
-    if "messages" in payload:
-        content["gen_ai.input.messages"] = orjson.dumps(payload["messages"]).decode()
-    if isinstance(payload.get("prompt"), str):
-        content["gen_ai.input.messages"] = orjson.dumps([{"role": "user", "content": payload["prompt"]}]).decode()
-    return content
+def _content(payload: dict[str, Any], ex: Exchange) -> dict[str, str]:
+    """Messages in the GenAI conventions' shape, recorded only when content capture is on (they are PHI)."""
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        inputs = [_message(m) for m in messages if isinstance(m, dict)]
+    else:
+        inputs = [{"role": "user", "parts": [{"type": "text", "content": str(payload.get("prompt", ""))}]}]
+    outputs = [
+        {"role": "assistant", "parts": [{"type": "text", "content": text}],
+         "finish_reason": ex.finish_reasons[i] if i < len(ex.finish_reasons) else None}
+        for i, text in enumerate(ex.output)
+    ]  # fmt: skip
+    return {"gen_ai.input.messages": orjson.dumps(inputs).decode(),
+            "gen_ai.output.messages": orjson.dumps(outputs).decode()}  # fmt: skip
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    else:
+        texts = [content] if isinstance(content, str) else []
+    return {"role": message.get("role", "user"), "parts": [{"type": "text", "content": t} for t in texts]}

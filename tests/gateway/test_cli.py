@@ -155,3 +155,32 @@ def test_serve_fails_clearly_when_a_provider_needs_the_missing_extra(tmp_path: P
                             capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
     assert result.returncode != 0
     assert "pip install 'medic-gateway[providers]'" in result.stderr + result.stdout
+
+
+def test_traces_are_exported_over_otlp_by_the_standard_variables(
+    served: Callable[..., Served], fake_upstream: Callable[[], FakeUpstream]
+) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.fakes.collector import OtlpCollector
+
+    collector = OtlpCollector().start()
+    try:
+        upstream = fake_upstream()
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
+               "OTEL_SERVICE_NAME": "gateway-under-test"}  # fmt: skip
+        gateway = served("--upstream", upstream.url, env=env)
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="anything", max_retries=0)
+        client.chat.completions.create(model="triage-model", messages=[{"role": "user", "content": "chest pain"}])
+        body = collector.wait_for("/v1/traces")
+    finally:
+        collector.stop()
+    export = ExportTraceServiceRequest.FromString(body)
+    spans = [s for r in export.resource_spans for ss in r.scope_spans for s in ss.spans]
+    assert [s.name for s in spans] == ["chat triage-model"]
+    attributes = {a.key: a.value for a in spans[0].attributes}
+    assert attributes["gen_ai.request.model"].string_value == "triage-model"
+    assert attributes["gen_ai.usage.output_tokens"].int_value > 0
+    assert b"chest pain" not in body  # content is off by default
+    service = {a.key: a.value.string_value for a in export.resource_spans[0].resource.attributes}
+    assert service["service.name"] == "gateway-under-test"

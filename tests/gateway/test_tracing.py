@@ -138,10 +138,27 @@ def test_no_message_content_by_default(
 def test_message_content_only_with_capture_on(
     fake: FakeUpstream, traced: Callable[..., GatewayServer], exporter: InMemorySpanExporter, openai_client: Client
 ) -> None:
+    fake.script(CHAT, Json(chat_completion("Yes, 40 mg is a usual starting dose.")))
     gw = traced(capture_content=True)
     openai_client(gw).chat.completions.create(model="gpt-test", messages=MESSAGES)
     attributes = dict(one_span(exporter).attributes or {})
-    assert json.loads(str(attributes["gen_ai.input.messages"])) == MESSAGES
+    assert json.loads(str(attributes["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}
+    ]
+    assert json.loads(str(attributes["gen_ai.output.messages"])) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Yes, 40 mg is a usual starting dose."}],
+         "finish_reason": "stop"}
+    ]  # fmt: skip
+
+
+def test_streamed_output_is_captured_whole(
+    fake: FakeUpstream, traced: Callable[..., GatewayServer], exporter: InMemorySpanExporter, openai_client: Client
+) -> None:
+    fake.script(CHAT, Stream(chat_chunks(["Yes, 40 mg ", "is usual."])))
+    gw = traced(capture_content=True)
+    list(openai_client(gw).chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+    output = json.loads(str(dict(one_span(exporter).attributes or {})["gen_ai.output.messages"]))
+    assert output[0]["parts"] == [{"type": "text", "content": "Yes, 40 mg is usual."}]
 
 
 def test_capture_can_be_turned_on_by_the_standard_variable(
