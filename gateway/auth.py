@@ -20,10 +20,11 @@ class KeyRing:
     def __init__(self, keys: list[KeyConfig]) -> None:
         self._tenants: dict[str, str] = {}
         for key in keys:
-            digest = key.key_sha256 or _digest(os.environ.get(key.key_env or "", ""))
-            if key.key_env and not os.environ.get(key.key_env):
-                continue  # check-config reports it; serve refuses to start without it
-            self._tenants[digest] = key.tenant
+            if key.key_sha256:
+                self._tenants[key.key_sha256] = key.tenant
+            elif secret := os.environ.get(key.key_env or ""):
+                self._tenants[_digest(secret)] = key.tenant
+            # an unset key_env: check-config reports it and serve refuses to start without it
 
     @property
     def open(self) -> bool:
