@@ -90,3 +90,13 @@ async def async_openai_client() -> AsyncIterator[Callable[..., openai.AsyncOpenA
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Iterator[Any]:
+    """A real redis-server on a free loopback port; ``redis_server.url``, ``.stop()``, ``.start()``."""
+    from tests.fakes.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

@@ -1,0 +1,19 @@
+"""What a judge is: it says which samples it applies to and turns samples into results."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from judges.sample import Result, Sample
+
+
+class Judge(Protocol):
+    name: str  # registry key, e.g. "refusal"
+    method: str  # method and version as recorded in results, e.g. "refusal-rules/1"
+    batch_size: int  # 1: one sample per call; more: the worker gathers up to this many
+
+    def applies(self, sample: Sample) -> bool: ...
+
+    async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
+        """One list of results per sample, in order. Raising fails the whole batch (it is retried)."""
+        ...
