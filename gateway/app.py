@@ -18,8 +18,10 @@ from gateway import telemetry
 from gateway.asgi import ClientGone, Receive, Request, Scope, Send, send_error, send_json
 from gateway.auth import KeyRing
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.evaluations import EVALUATIONS, Evaluations
 from gateway.exchange import Exchange
 from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
 from gateway.proxy import OPERATIONS, Proxy
 from gateway.routing import Router
 from gateway.settings import GatewayConfig
@@ -34,7 +36,7 @@ PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 class Gateway:
     """``Gateway(config)`` is the ASGI application uvicorn serves."""
 
-    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None) -> None:
+    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None) -> None:
         self.config = config
         self.keys = KeyRing(config.keys)
         self.metrics = Metrics(config.telemetry.max_model_labels)
@@ -42,6 +44,8 @@ class Gateway:
         self.metrics.allow_models(self.router.named_models())
         self.tracing = tracing or configure(config.telemetry.capture_content)
         self.proxy = Proxy(self.router, self.metrics, self.tracing)
+        self.pipeline = Pipeline(config, self.metrics, redis_url)
+        self.evaluations = Evaluations(self.pipeline.store, config, self.keys.open)
         self.ready = False
         self._limit = config.server.max_request_body_bytes
 
@@ -54,10 +58,12 @@ class Gateway:
     async def startup(self) -> None:
         for upstream in self.router.upstreams.values():
             await upstream.start()
+        await self.pipeline.start()
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.pipeline.stop()
         for upstream in self.router.upstreams.values():
             await upstream.close()
         self.tracing.shutdown()
@@ -106,6 +112,7 @@ class Gateway:
         finally:
             self.metrics.in_flight.labels(request.path).dec()
             telemetry.observe(self.metrics, ex, request.path)
+            self.pipeline.sampler.consider(ex, request.headers)
 
     async def _unexpected(self, error: Exception, send: Send, ex: Exchange) -> None:
         """A bug: log where it happened (never the message, which may quote the request) and answer 500."""
@@ -119,7 +126,8 @@ class Gateway:
     async def control(self, request: Request, send: Send, request_id: str) -> None:
         """Everything that is not a model request: models, health, readiness, metrics."""
         path = request.path
-        if path in OPERATIONS or (path in CONTROL_PATHS and request.method not in {"GET", "HEAD"}):
+        readable = path in CONTROL_PATHS or path.startswith(EVALUATIONS)
+        if path in OPERATIONS or (readable and request.method not in {"GET", "HEAD"}):
             allow = "POST" if path in OPERATIONS else "GET, HEAD"
             raise MethodNotAllowed(f"Method {request.method} is not allowed on {path}.", allow)
         if path == "/healthz":
@@ -130,6 +138,8 @@ class Gateway:
                             request_id)  # fmt: skip
         elif path == "/metrics":
             await self.send_metrics(send, request_id)
+        elif path.startswith(EVALUATIONS):
+            await self.evaluations.handle(request, send, request_id)
         elif path == "/v1/models":
             self.keys.tenant(request.authorization)
             await send_json(send, 200, orjson.dumps(await self.models(request.authorization)), request_id)

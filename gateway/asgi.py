@@ -27,10 +27,11 @@ class Request:
     headers: list[tuple[bytes, bytes]]
     receive: Receive
     body: bytes = b""
+    query: bytes = b""
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Request:
-        return cls(scope["method"], scope["path"], scope["headers"], receive)
+        return cls(scope["method"], scope["path"], scope["headers"], receive, query=scope.get("query_string", b""))
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:

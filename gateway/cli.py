@@ -1,4 +1,4 @@
-"""The ``medic-gateway`` command: serve, check-config."""
+"""The ``medic-gateway`` command: serve, worker, evaluate, check-config."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import uvicorn
 
 from gateway import settings
 from gateway.app import Gateway
-from gateway.settings import ConfigError, GatewayConfig, ServerConfig
+from gateway.settings import ConfigError, GatewayConfig, SamplingConfig, ServerConfig
+from judges import evaluate as judges_evaluate
 
 log = logging.getLogger("medic_gateway")
 
@@ -44,7 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen beyond loopback although no gateway keys are configured")  # fmt: skip
     serve.add_argument("--access-log", action="store_true", help="log one line per request (no content)")
+    serve.add_argument("--redis-url", metavar="URL", help="queue samples in Redis for `worker` processes")
+    serve.add_argument("--sample-rate", type=float, metavar="R", help="share of requests evaluated, 0 to 1")
     serve.set_defaults(run=_serve)
+    worker = commands.add_parser("worker", help="run judge workers on the Redis sample stream")
+    worker.add_argument("--config", metavar="FILE", help="a YAML configuration file (queue, results, worker)")
+    worker.add_argument("--redis-url", metavar="URL", help="Redis URL (default: the queue.redis_url_env variable)")
+    worker.add_argument("--port", type=int, help="port of /metrics and /healthz (default 9464)")
+    worker.set_defaults(run=_worker)
+    evaluate = commands.add_parser("evaluate", help="run a judge over recorded exchanges (JSONL)")
+    judges_evaluate.add_arguments(evaluate)
+    evaluate.set_defaults(run=judges_evaluate.main)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(run=_check_config)
@@ -71,15 +84,21 @@ def _config(args: argparse.Namespace, demo_url: str | None) -> GatewayConfig:
             server[key] = getattr(args, key)
     if args.access_log:
         server["access_log"] = True
-    return config.model_copy(update={"server": ServerConfig(**server)})
+    update: dict[str, object] = {"server": ServerConfig(**server)}
+    if args.sample_rate is not None:
+        update["sampling"] = SamplingConfig(**{**config.sampling.model_dump(), "rate": args.sample_rate})
+    return config.model_copy(update=update)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is not built for every platform; asyncio's loop is a slower fallback
-        return asyncio.run(_serve_async(args))
-    return uvloop.run(_serve_async(args))
+    code = 0
+
+    async def serve() -> None:
+        nonlocal code
+        code = await _serve_async(args)
+
+    _event_loop_run(serve())
+    return code
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
@@ -96,7 +115,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
             raise ConfigError(f"environment variables not set: {', '.join(missing)}")
         if not _safe_to_listen(config, args.allow_unauthenticated, demo is not None):
             return 2
-        await _run(config)
+        await _run(config, args.redis_url)
     finally:
         if demo is not None:
             await demo.stop()
@@ -128,10 +147,33 @@ def _loopback(host: str) -> bool:
         return False
 
 
-async def _run(config: GatewayConfig) -> None:
+def _worker(args: argparse.Namespace) -> int:
+    config = settings.load(args.config) if args.config else settings.single_upstream("http://127.0.0.1:9/v1")
+    if args.port is not None:
+        config = config.model_copy(update={"worker": config.worker.model_copy(update={"port": args.port})})
+    name = config.queue.redis_url_env
+    redis_url = args.redis_url or (os.environ.get(name) if name else None)
+    if not redis_url:
+        raise ConfigError("the worker needs Redis: pass --redis-url or set queue.redis_url_env")
+    from judges.service import serve_worker
+
+    _event_loop_run(serve_worker(config, redis_url))
+    return 0
+
+
+def _event_loop_run(coroutine: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform; asyncio's loop is a slower fallback
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
+
+
+async def _run(config: GatewayConfig, redis_url: str | None) -> None:
     server = uvicorn.Server(
         uvicorn.Config(
-            Gateway(config),
+            Gateway(config, redis_url=redis_url),
             host=config.server.host,
             port=config.server.port,
             http="httptools",

@@ -33,6 +33,9 @@ class Exchange:
     finish_reasons: list[str] = field(default_factory=list)
     output: list[str] = field(default_factory=list)  # the response text per choice: PHI, kept in memory only
     disconnected: bool = False
+    payload: dict[str, Any] | None = None  # the parsed request body: PHI, kept in memory only
+    traceparent: str | None = None  # the W3C trace context of this request's span, for the judges' events
+    policy_flagged: bool = False
 
     def elapsed(self) -> float:
         return perf_counter() - self.started

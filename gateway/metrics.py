@@ -106,6 +106,21 @@ class Metrics:
             ["endpoint", "model"], registry=r,
         ))  # fmt: skip
 
+        self.sampling_decisions = Family(Counter(
+            "medic_gateway_sampling_decisions",
+            "Sampling decisions: sampled by trigger (rate, header, policy), not_sampled, over_budget, not_applicable.",
+            ["decision"], registry=r,
+        ))  # fmt: skip
+        self.samples_dropped = Family(Counter(
+            "medic_gateway_samples_dropped",
+            "Sampled exchanges that never reached the queue, by reason.",
+            ["reason"], registry=r,
+        ))  # fmt: skip
+        self.samples_enqueued = Counter("medic_gateway_samples_enqueued", "Samples handed to the queue.", registry=r)
+        self.sample_buffer = Gauge(
+            "medic_gateway_sample_buffer", "Samples waiting in the gateway's buffer for the queue.", registry=r
+        )
+
     def model_label(self, model: str) -> str:
         """The model name as a label value, bounded: past the cap, new names become "other"."""
         if model in self._models:

@@ -24,7 +24,7 @@ from gateway.forwarding import Outcome, Target, forward
 from gateway.metrics import Metrics
 from gateway.routing import Router
 from gateway.streaming import EventSplitter, StreamSummary
-from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name
+from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
 from gateway.upstream import Call, Reply
 
 WATCH_AFTER_S = 0.02
@@ -42,6 +42,7 @@ class Proxy:
         payload = _parse(request.body)
         exchange.model = model = _model(payload)
         exchange.stream = stream = payload.get("stream") is True and exchange.operation != "embeddings"
+        exchange.payload = payload
         targets = self.router.targets(model)
         call = Call(request.path.removeprefix("/v1"), request.body, payload, stream, exchange.request_id,
                     request.headers, request.authorization)  # fmt: skip
@@ -52,6 +53,7 @@ class Proxy:
             f"{exchange.operation} {model}", context=parent_context(request.trace_carrier()),  # type: ignore[arg-type]
             kind=trace.SpanKind.CLIENT,
         )  # fmt: skip
+        exchange.traceparent = traceparent(span)
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
                 call.trace_headers = outgoing_headers()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -86,12 +86,69 @@ class TelemetryConfig(Strict):
     max_model_labels: Annotated[int, Field(gt=0)] = 100
 
 
+class SampleRate(Strict):
+    """A sampling rate for the requests that match every key given (the most specific match wins)."""
+
+    model: str | None = None
+    upstream: str | None = None
+    tenant: str | None = None
+    rate: Annotated[float, Field(ge=0, le=1)]
+
+
+class SamplingConfig(Strict):
+    rate: Annotated[float, Field(ge=0, le=1)] = 0.1
+    rates: list[SampleRate] = []
+    debug_header: str | None = None  # e.g. "x-medic-sample": a request with "x-medic-sample: 1" is always sampled
+    max_samples_per_s: Annotated[float, Field(gt=0)] = 200.0
+    buffer_size: Annotated[int, Field(gt=0)] = 10_000
+    privacy: Literal["raw", "pseudonymised", "encrypted"] = "pseudonymised"
+    encryption_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _key_for_encryption(self) -> SamplingConfig:
+        if self.privacy == "encrypted" and not self.encryption_key_env:
+            raise ValueError("privacy 'encrypted' needs encryption_key_env")
+        return self
+
+
+class QueueConfig(Strict):
+    redis_url_env: str | None = None  # unset: the embedded in-process queue and workers
+    stream: str = "medic:samples"
+    group: str = "judges"
+    dead_letter_stream: str = "medic:samples:dead"
+    maxlen: Annotated[int, Field(gt=0)] = 100_000
+    ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    claim_idle_ms: Annotated[int, Field(gt=0)] = 60_000
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    timeout_s: Annotated[float, Field(gt=0)] = 1.0
+
+
+class ResultsConfig(Strict):
+    sqlite_path: str = "medic-results.sqlite3"
+    ttl_s: Annotated[float, Field(gt=0)] = 30 * 86_400.0
+    admin_key_env: str | None = None
+
+
+class WorkerConfig(Strict):
+    judges: list[str] = ["refusal"]
+    concurrency: Annotated[int, Field(gt=0)] = 4
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    embedded: bool = True  # without Redis, run the judges inside the gateway process
+
+
 class GatewayConfig(Strict):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig]
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
     keys: list[KeyConfig] = []
     telemetry: TelemetryConfig = TelemetryConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    queue: QueueConfig = QueueConfig()
+    results: ResultsConfig = ResultsConfig()
+    worker: WorkerConfig = WorkerConfig()
 
     @model_validator(mode="after")
     def _routes_name_upstreams(self) -> GatewayConfig:
@@ -142,6 +199,8 @@ def missing_env(config: GatewayConfig) -> list[str]:
     """Names of environment variables the configuration refers to that are not set."""
     names = [u.api_key_env for u in config.upstreams.values() if u.api_key_env]
     names += [k.key_env for k in config.keys if k.key_env]
+    names += [n for n in (config.sampling.encryption_key_env, config.queue.redis_url_env,
+                          config.results.admin_key_env) if n]  # fmt: skip
     return [n for n in names if not os.environ.get(n)]
 
 

@@ -50,8 +50,8 @@ def gateway() -> Iterator[Callable[..., GatewayServer]]:
     """``gateway(config, tracing=None)`` serves ``Gateway(config)`` with uvicorn on a free loopback port."""
     started: list[GatewayServer] = []
 
-    def start(config: GatewayConfig, tracing: Tracing | None = None) -> GatewayServer:
-        server = GatewayServer(config, tracing).start()
+    def start(config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None) -> GatewayServer:
+        server = GatewayServer(config, tracing, redis_url).start()
         started.append(server)
         return server
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -10,14 +11,18 @@ from collections.abc import Callable
 import uvicorn
 
 from gateway.app import Gateway
-from gateway.settings import GatewayConfig
+from gateway.settings import GatewayConfig, ResultsConfig
 from gateway.tracing import Tracing
 from tests.fakes import http
 
 
 class GatewayServer:
-    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None) -> None:
-        self.app = Gateway(config, tracing=tracing)
+    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None) -> None:
+        if config.results.sqlite_path == ResultsConfig().sqlite_path:  # never write results into the work tree
+            self._results_dir = tempfile.TemporaryDirectory(prefix="medic-results-")
+            results = config.results.model_copy(update={"sqlite_path": f"{self._results_dir.name}/results.sqlite3"})
+            config = config.model_copy(update={"results": results})
+        self.app = Gateway(config, tracing=tracing, redis_url=redis_url)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))

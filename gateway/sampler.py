@@ -1,0 +1,180 @@
+"""Which exchanges go to the judges, and getting them there without the request path ever waiting.
+
+The decision is made after the response has been sent: a rate per model, upstream and tenant (the most
+specific configured match wins), deterministic on the request id so that every replica decides alike;
+"always" triggers (a debugging header the configuration allows, a policy that flagged the exchange); and
+a global budget in samples per second that sheds load before the queue. ``offer`` only appends to a
+bounded buffer. A background task builds the samples, pseudonymises or encrypts them, and enqueues them in
+batches; when the queue is slow or down it drops and counts, and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections import deque
+from typing import Any
+
+import orjson
+
+from gateway import privacy
+from gateway.exchange import Exchange
+from gateway.metrics import Metrics
+from gateway.settings import SamplingConfig
+from judges.queue import QueueUnavailable, SampleQueue
+from judges.sample import SAMPLE_VERSION
+
+log = logging.getLogger("medic_gateway.sampler")
+SAMPLED_OPERATIONS = frozenset({"chat", "text_completion"})
+MAX_BACKOFF_S = 5.0
+
+
+class Sampler:
+    def __init__(self, config: SamplingConfig, queue: SampleQueue, metrics: Metrics, batch_size: int = 64) -> None:
+        self.config = config
+        self.queue = queue
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self._rates: dict[tuple[str, str, str], float] = {}
+        self._header = config.debug_header.lower().encode() if config.debug_header else None
+        self._tokens = config.max_samples_per_s
+        self._refilled = time.monotonic()
+        self._buffer: deque[tuple[Exchange, str]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._key = privacy.load_key(config.encryption_key_env) if config.encryption_key_env else None
+
+    # -- the decision, in the request's task: cheap, never waits ----------------------------------------
+
+    def consider(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
+        """Decide on one finished exchange and, when sampled, buffer it for the shipper."""
+        trigger = self._trigger(ex, headers)
+        self.metrics.sampling_decisions.labels(trigger or "not_sampled").inc()
+        if trigger is None or trigger == "not_applicable":
+            return
+        if len(self._buffer) >= self.config.buffer_size:
+            self.metrics.samples_dropped.labels("buffer_full").inc()
+            return
+        self._buffer.append((ex, trigger))
+        self._wake.set()
+
+    def _trigger(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> str | None:
+        if ex.status != 200 or ex.disconnected or ex.operation not in SAMPLED_OPERATIONS or ex.payload is None:
+            return "not_applicable"
+        if self._header is not None and any(k == self._header and v not in (b"", b"0") for k, v in headers):
+            return "header"
+        if ex.policy_flagged:
+            return "policy"
+        rate = self.rate(ex.model, ex.upstream, ex.tenant)
+        if rate <= 0 or _fraction(ex.request_id) >= rate:
+            return None
+        return "rate" if self._take_token() else "over_budget"
+
+    def rate(self, model: str, upstream: str, tenant: str) -> float:
+        key = (model, upstream, tenant)
+        rate = self._rates.get(key)
+        if rate is None:
+            rate = self._rates[key] = _most_specific(self.config, model, upstream, tenant)
+        return rate
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        capacity = max(1.0, self.config.max_samples_per_s)
+        self._tokens = min(capacity, self._tokens + (now - self._refilled) * self.config.max_samples_per_s)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    # -- the shipper, a background task ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._ship(), name="sample-shipper")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Ship what is buffered (within the timeout), then stop."""
+        if self._task is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while self._buffer and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def _ship(self) -> None:
+        backoff = 0.0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                payloads = [p for p in map(self._encode, batch) if p is not None]
+                try:
+                    await self.queue.put(payloads)
+                except QueueUnavailable as exc:
+                    self.metrics.samples_dropped.labels("queue_unavailable").inc(len(payloads))
+                    backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
+                    log.warning("sample queue unavailable (%s); dropped %d, retrying in %.1fs", exc, len(payloads),
+                                backoff)  # fmt: skip
+                    await asyncio.sleep(backoff)
+                    continue
+                backoff = 0.0
+                self.metrics.samples_enqueued.inc(len(payloads))
+
+    def _encode(self, item: tuple[Exchange, str]) -> bytes | None:
+        ex, trigger = item
+        sample = build_sample(ex, trigger)
+        try:
+            if self.config.privacy == "pseudonymised":
+                sample = privacy.pseudonymise(sample)
+            elif self._key is not None:
+                sample = privacy.encrypt(sample, self._key)
+        except Exception as exc:  # never let one odd payload stop the shipper; never log its content
+            log.error("sample %s not shipped: %s", ex.request_id, type(exc).__name__)
+            self.metrics.samples_dropped.labels("privacy_error").inc()
+            return None
+        return orjson.dumps(sample)
+
+
+def build_sample(ex: Exchange, trigger: str) -> dict[str, Any]:
+    """The Sample (judges/sample.py) of a finished exchange, before any privacy transformation."""
+    reasons = ex.finish_reasons
+    choices = [
+        {"index": i, "content": text, "finish_reason": reasons[i] if i < len(reasons) else None}
+        for i, text in enumerate(ex.output)
+    ]
+    return {
+        "version": SAMPLE_VERSION, "request_id": ex.request_id, "traceparent": ex.traceparent,
+        "created_at": time.time(), "operation": ex.operation, "model": ex.model, "upstream": ex.upstream,
+        "upstream_model": ex.upstream_model, "provider": ex.provider, "tenant": ex.tenant, "stream": ex.stream,
+        "status": ex.status, "error_type": ex.error_type, "trigger": trigger, "privacy": "raw", "policy": [],
+        "timings": {"duration_s": ex.finished_s, "upstream_s": ex.upstream_wait_s, "first_token_s": ex.first_token_s},
+        "request": ex.payload or {},
+        "response": {"choices": choices, "usage": ex.usage, "model": ex.response_model},
+    }  # fmt: skip
+
+
+def _fraction(request_id: str) -> float:
+    """A stable number in [0, 1) from the request id: every replica samples the same requests."""
+    return zlib.crc32(request_id.encode()) / 4_294_967_296
+
+
+def _most_specific(config: SamplingConfig, model: str, upstream: str, tenant: str) -> float:
+    best, best_keys = config.rate, 0
+    for entry in config.rates:
+        wanted = (entry.model, entry.upstream, entry.tenant)
+        if any(w is not None and w != v for w, v in zip(wanted, (model, upstream, tenant), strict=True)):
+            continue
+        keys = sum(w is not None for w in wanted)
+        if keys >= best_keys:
+            best, best_keys = entry.rate, keys
+    return best

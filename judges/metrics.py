@@ -1,0 +1,51 @@
+"""Prometheus metrics of the judges and of the queue they consume: on the worker's /metrics, or on the
+gateway's when the judges run embedded in it. docs/metrics.md lists them with their labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Scores are in [0, 1] for the indicators; statistics such as response_length go past 1.
+SCORE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10, 100, 1000, 10000)
+DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120)
+
+
+class JudgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.score = Histogram(
+            "medic_judges_score", "Scores of evaluated samples, by indicator, model and judge method.",
+            ["indicator", "model", "method"], buckets=SCORE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.results = Counter(
+            "medic_judges_results", "Results stored; scored=false when the indicator did not apply (a null score).",
+            ["indicator", "method", "scored"], registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "medic_judges_duration_seconds", "Time a judge took for one batch of samples.",
+            ["judge"], buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.failures = Counter(
+            "medic_judges_failures", "Judge calls that raised (each is retried).", ["judge"], registry=r
+        )
+        self.processed = Counter(
+            "medic_judges_samples_processed", "Samples evaluated, stored and acknowledged.", registry=r
+        )
+        self.dead_lettered = Counter(
+            "medic_judges_samples_dead_lettered", "Samples moved to the dead-letter stream, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.reclaimed = Counter(
+            "medic_judges_samples_reclaimed", "Samples taken over from a worker that left them pending.", registry=r
+        )
+        self.sample_age = Histogram(
+            "medic_judges_sample_age_seconds", "Time from a sample's creation to its results being stored.",
+            buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_length = Gauge("medic_queue_length", "Entries in the sample stream.", registry=r)
+        self.queue_pending = Gauge(
+            "medic_queue_pending", "Samples delivered to a worker and not yet acknowledged.", registry=r
+        )
+        self.queue_lag = Gauge(
+            "medic_queue_lag", "Samples in the stream not yet delivered to any worker (consumer lag).", registry=r
+        )

@@ -1,0 +1,240 @@
+"""The sample queue between the gateway and the judges: Redis Streams, or in-process when embedded.
+
+Redis: XADD with approximate MAXLEN (and MINID trimming by age), one consumer group shared by every
+worker (XREADGROUP), XACK only after the results are stored, pending entries of a dead worker reclaimed
+once idle (XPENDING + XCLAIM), and entries delivered ``max_attempts`` times moved to a dead-letter stream.
+Delivery is at least once; the results store is idempotent, so a redelivered sample is not counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+FIELD = b"s"
+
+
+class QueueUnavailable(Exception):
+    """The queue cannot take or give samples now (Redis down or too slow); callers count and move on."""
+
+
+@dataclass(slots=True, frozen=True)
+class Delivery:
+    id: str
+    payload: bytes
+    attempts: int  # how many times this entry has been delivered, this time included
+
+
+@dataclass(slots=True, frozen=True)
+class Depth:
+    length: int  # entries in the stream (or queue)
+    pending: int  # delivered, not yet acknowledged
+    lag: int  # not yet delivered to any worker
+
+
+class SampleQueue(Protocol):
+    async def put(self, payloads: list[bytes]) -> None: ...
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
+
+    async def ack(self, ids: list[str]) -> None: ...
+
+    async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[Delivery]: ...
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None: ...
+
+    async def depth(self) -> Depth: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisStreamQueue:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        stream: str,
+        group: str,
+        dead_letter_stream: str,
+        maxlen: int,
+        ttl_s: float,
+        max_attempts: int,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.dead_letter_stream = dead_letter_stream
+        self.maxlen = maxlen
+        self.ttl_s = ttl_s
+        self.max_attempts = max_attempts
+        self._group_ready = False
+        self._trimmed_at = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, timeout_s: float, **options: Any) -> RedisStreamQueue:
+        client = aioredis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+        )
+        return cls(client, **options)
+
+    async def put(self, payloads: list[bytes]) -> None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for payload in payloads:
+                    pipe.xadd(self.stream, {FIELD: payload}, maxlen=self.maxlen, approximate=True)
+                await pipe.execute()
+            await self._trim_by_age()
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(type(exc).__name__) from exc
+
+    async def _trim_by_age(self) -> None:
+        """Samples hold (pseudonymised) clinical text: none outlives ttl_s. Checked at most once a minute."""
+        now = time.time()
+        if now - self._trimmed_at < 60:
+            return
+        self._trimmed_at = now
+        oldest = f"{int((now - self.ttl_s) * 1000)}-0"
+        for stream in (self.stream, self.dead_letter_stream):
+            await self.client.xtrim(stream, minid=oldest, approximate=True)
+
+    async def ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        try:
+            await self.ensure_group()
+            reply: Any = await self.client.xreadgroup(
+                self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except (RedisError, OSError) as exc:
+            self._group_ready = False  # a restarted Redis may have lost the group
+            raise QueueUnavailable(type(exc).__name__) from exc
+        return [_delivery(entry_id, fields, 1) for _, entries in reply or [] for entry_id, fields in entries]
+
+    async def ack(self, ids: list[str]) -> None:
+        if ids:
+            try:
+                await self.client.xack(self.stream, self.group, *ids)
+            except (RedisError, OSError) as exc:
+                raise QueueUnavailable(type(exc).__name__) from exc
+
+    async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[Delivery]:
+        """Take over entries another worker left pending for idle_ms; dead-letter the ones tried too often."""
+        try:
+            await self.ensure_group()
+            pending = await self.client.xpending_range(
+                self.stream, self.group, min="-", max="+", count=count, idle=idle_ms
+            )
+            if not pending:
+                return []
+            attempts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            claimed: Any = await self.client.xclaim(self.stream, self.group, consumer, idle_ms, list(attempts))
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(type(exc).__name__) from exc
+        deliveries = []
+        for entry_id, fields in claimed:
+            if fields is None:  # trimmed away while pending: nothing left to evaluate
+                await self.ack([_text(entry_id)])
+                continue
+            delivery = _delivery(entry_id, fields, attempts.get(_text(entry_id), 0) + 1)
+            if delivery.attempts > self.max_attempts:
+                await self.dead_letter(delivery, "max_attempts")
+            else:
+                deliveries.append(delivery)
+        return deliveries
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        try:
+            await self.client.xadd(
+                self.dead_letter_stream,
+                {FIELD: delivery.payload, b"reason": reason, b"id": delivery.id, b"attempts": delivery.attempts},
+                maxlen=self.maxlen,
+                approximate=True,
+            )
+            await self.client.xack(self.stream, self.group, delivery.id)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(type(exc).__name__) from exc
+
+    async def depth(self) -> Depth:
+        try:
+            await self.ensure_group()
+            length = await self.client.xlen(self.stream)
+            groups = await self.client.xinfo_groups(self.stream)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(type(exc).__name__) from exc
+        for group in groups:
+            if _text(group["name"]) == self.group:
+                lag = group.get("lag")
+                return Depth(length, int(group["pending"]), int(lag) if lag is not None else length)
+        return Depth(length, 0, length)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryQueue:
+    """The embedded default: a bounded in-process queue feeding in-process workers (no redelivery)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize)
+        self._pending = 0
+        self._next = 0
+        self.dead: list[tuple[Delivery, str]] = []
+
+    async def put(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            try:
+                self._queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                raise QueueUnavailable("QueueFull") from None
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        try:
+            first = await asyncio.wait_for(self._queue.get(), block_ms / 1000)
+        except TimeoutError:
+            return []
+        payloads = [first]
+        while len(payloads) < count and not self._queue.empty():
+            payloads.append(self._queue.get_nowait())
+        self._pending += len(payloads)
+        deliveries = []
+        for payload in payloads:
+            self._next += 1
+            deliveries.append(Delivery(str(self._next), payload, 1))
+        return deliveries
+
+    async def ack(self, ids: list[str]) -> None:
+        self._pending -= len(ids)
+
+    async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[Delivery]:
+        return []  # one process: nobody else can leave entries pending
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.dead = [*self.dead[-99:], (delivery, reason)]
+        await self.ack([delivery.id])
+
+    async def depth(self) -> Depth:
+        return Depth(self._queue.qsize() + self._pending, self._pending, self._queue.qsize())
+
+    async def close(self) -> None:
+        return None
+
+
+def _delivery(entry_id: Any, fields: dict[Any, Any], attempts: int) -> Delivery:
+    payload = fields.get(FIELD) or fields.get("s") or b""
+    return Delivery(_text(entry_id), payload if isinstance(payload, bytes) else str(payload).encode(), attempts)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,298 @@
+"""The evaluation pipeline end to end: gateway -> queue -> judge workers -> results, embedded and on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import redis
+
+from gateway.settings import GatewayConfig, QueueConfig, ResultsConfig, SamplingConfig, WorkerConfig, single_upstream
+from judges.metrics import JudgeMetrics
+from judges.queue import RedisStreamQueue
+from judges.sample import Result, Sample
+from judges.store import RedisStore
+from judges.worker import Worker, WorkerSettings
+from tests.fakes import http
+from tests.fakes.gateway_server import GatewayServer
+from tests.fakes.redis_server import RedisServer
+from tests.fakes.upstream import FakeUpstream, Json, chat_completion
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+NOTE = "Patient Jane Roe (MRN 483920, DOB 03/14/1961) was seen on 2024-01-09. Call 617-555-0142."
+
+
+def sampled(fake: FakeUpstream, tmp_path: Path, **sampling: Any) -> GatewayConfig:
+    config = single_upstream(fake.url)
+    return config.model_copy(update={
+        "sampling": SamplingConfig(**{"rate": 1.0, "max_samples_per_s": 10_000, **sampling}),
+        "results": ResultsConfig(sqlite_path=str(tmp_path / "results.sqlite3")),
+        "queue": QueueConfig(claim_idle_ms=300),
+    })  # fmt: skip
+
+
+def ask(gw: GatewayServer, n: int, content: str = "Is 40 mg of furosemide safe?") -> list[str]:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0)
+    ids = []
+    for _ in range(n):
+        raw = client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": content}]
+        )
+        ids.append(raw.headers["x-request-id"])
+    return ids
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def evaluations(gw: GatewayServer, request_id: str) -> list[dict[str, Any]]:
+    response = http.request(gw.url, "GET", f"/v1/evaluations/{request_id}")
+    return response.json()["data"] if response.status == 200 else []
+
+
+# ------------------------------------------------------------------------------------------- embedded
+
+
+def test_embedded_every_request_is_judged_and_served_with_evidence(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
+    fake = fake_upstream()
+    fake.script("/v1/chat/completions", Json(chat_completion(REFUSAL)))
+    gw = gateway(sampled(fake, tmp_path))
+    ids = ask(gw, 5)
+    wait_until(lambda: all(len(evaluations(gw, i)) == 2 for i in ids))
+    results = {r["indicator"]: r for r in evaluations(gw, ids[0])}
+    assert results["refusal"]["score"] == 1.0 and results["refusal"]["label"] == "refused"
+    assert results["refusal"]["evidence"] and results["refusal"]["method"] == "refusal-rules/1"
+    assert results["response_length"]["score"] == len(REFUSAL.split())
+    listing = http.request(gw.url, "GET", "/v1/evaluations?indicator=refusal&min_score=0.5&limit=3").json()
+    assert len(listing["data"]) == 3 and all(r["indicator"] == "refusal" for r in listing["data"])
+    text = gw.metrics()
+    assert http.metric(text, "medic_gateway_sampling_decisions_total", decision="rate") == 5
+    assert http.metric(text, "medic_judges_score_count", indicator="refusal", method="refusal-rules/1") == 5
+
+
+def test_sampling_rate_zero_judges_nothing_and_header_forces_a_sample(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
+    fake = fake_upstream()
+    gw = gateway(sampled(fake, tmp_path, rate=0.0, debug_header="x-medic-sample"))
+    ids = ask(gw, 3)
+    client = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0)
+    forced = client.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-medic-sample": "1"}
+    ).headers["x-request-id"]
+    wait_until(lambda: len(evaluations(gw, forced)) == 2)
+    assert all(evaluations(gw, i) == [] for i in ids)
+    text = gw.metrics()
+    assert http.metric(text, "medic_gateway_sampling_decisions_total", decision="not_sampled") == 3
+    assert http.metric(text, "medic_gateway_sampling_decisions_total", decision="header") == 1
+
+
+def test_evaluations_need_the_admin_key_when_the_gateway_has_keys(
+    fake_upstream: Callable[[], FakeUpstream],
+    gateway: Callable[..., GatewayServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.settings import KeyConfig
+
+    monkeypatch.setenv("TEST_CLIENT_KEY", "sk-ward")
+    monkeypatch.setenv("TEST_ADMIN_KEY", "sk-admin")
+    config = sampled(fake_upstream(), tmp_path).model_copy(
+        update={"keys": [KeyConfig(tenant="ward", key_env="TEST_CLIENT_KEY")]}
+    )
+    locked = gateway(config)
+    assert http.request(locked.url, "GET", "/v1/evaluations").status == 403
+    admin = config.model_copy(update={"results": config.results.model_copy(update={"admin_key_env": "TEST_ADMIN_KEY"})})
+    gw = gateway(admin)
+    assert http.request(gw.url, "GET", "/v1/evaluations", headers={"authorization": "Bearer sk-ward"}).status == 401
+    ok = http.request(gw.url, "GET", "/v1/evaluations", headers={"authorization": "Bearer sk-admin"})
+    assert ok.status == 200 and ok.json()["object"] == "list"
+    bad = http.request(gw.url, "GET", "/v1/evaluations?min_score=high", headers={"authorization": "Bearer sk-admin"})
+    assert bad.status == 400 and bad.json()["error"]["param"] == "min_score"
+
+
+# ---------------------------------------------------------------------------------------------- Redis
+
+
+def redis_config(fake: FakeUpstream, tmp_path: Path, url: str) -> GatewayConfig:
+    return sampled(fake, tmp_path).model_copy(update={"worker": WorkerConfig(port=0)})
+
+
+def start_worker(url: str, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+    config = tmp_path / "worker.yaml"
+    config.write_text(
+        "upstreams: {u: {url: 'http://127.0.0.1:9/v1'}}\nmodels: {'*': {routes: [{upstream: u}]}}\n"
+        "queue: {claim_idle_ms: 300}\nworker: {port: 0}\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "worker", "--config", str(config), "--redis-url", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stored(url: str, ids: list[str]) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(client.hlen(f"medic:results:req:{i}") for i in ids)
+    finally:
+        client.close()
+
+
+def test_redis_every_sample_gives_exactly_its_results(
+    fake_upstream: Callable[[], FakeUpstream],
+    gateway: Callable[..., GatewayServer],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    fake = fake_upstream()
+    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    worker = start_worker(redis_server.url, tmp_path, "w1")
+    try:
+        ids = ask(gw, 40)
+        wait_until(lambda: stored(redis_server.url, ids) == 80)
+        assert len(evaluations(gw, ids[-1])) == 2
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) in (0, -signal.SIGTERM)
+
+
+def test_entries_left_by_a_dead_worker_are_reclaimed_once(
+    fake_upstream: Callable[[], FakeUpstream],
+    gateway: Callable[..., GatewayServer],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    fake = fake_upstream()
+    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    client = redis.Redis.from_url(redis_server.url)
+    client.xgroup_create("medic:samples", "judges", id="0", mkstream=True)
+    ids = ask(gw, 20)
+    wait_until(lambda: client.xlen("medic:samples") == 20)
+    # A worker that read everything and then died (SIGKILL) before acknowledging: all 20 stay pending.
+    taken = client.xreadgroup("judges", "dead-worker", {"medic:samples": ">"}, count=100)
+    assert len(taken[0][1]) == 20
+    killed = start_worker(redis_server.url, tmp_path, "killed")
+    time.sleep(0.3)
+    killed.send_signal(signal.SIGKILL)  # a second real worker killed outright as well
+    killed.wait(10)
+    survivor = start_worker(redis_server.url, tmp_path, "survivor")
+    try:
+        wait_until(lambda: stored(redis_server.url, ids) == 40)
+        wait_until(lambda: client.xpending("medic:samples", "judges")["pending"] == 0)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(20)
+        client.close()
+    assert stored(redis_server.url, ids) == 40  # nothing lost, nothing twice
+
+
+def test_gateway_answers_while_redis_is_down_and_recovers(
+    fake_upstream: Callable[[], FakeUpstream],
+    gateway: Callable[..., GatewayServer],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    fake = fake_upstream()
+    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    redis_server.stop()
+    started = time.monotonic()
+    assert len(ask(gw, 30)) == 30  # every request answered
+    assert time.monotonic() - started < 10
+    wait_until(lambda: http.metric(gw.metrics(), "medic_gateway_samples_dropped_total", reason="queue_unavailable") > 0)
+    redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+
+    def enqueued_again() -> bool:
+        ask(gw, 1)
+        return bool(client.exists("medic:samples")) and client.xlen("medic:samples") > 0
+
+    try:
+        wait_until(enqueued_again, timeout_s=20)
+    finally:
+        client.close()
+    assert http.metric(gw.metrics(), "medic_gateway_samples_enqueued_total") > 0
+
+
+async def test_poison_samples_end_in_the_dead_letter_stream(redis_server: RedisServer) -> None:
+    class Exploding:
+        name, method, batch_size = "exploding", "exploding/1", 8
+
+        def applies(self, sample: Sample) -> bool:
+            return True
+
+        async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
+            if any("poison" in s.output() for s in samples):
+                raise RuntimeError("judge bug")
+            return [[Result(request_id=s.request_id, indicator="x", score=1.0, method=self.method, model=s.model)]
+                    for s in samples]  # fmt: skip
+
+    from prometheus_client import CollectorRegistry
+
+    queue = RedisStreamQueue.from_url(redis_server.url, 1.0, stream="s", group="g", dead_letter_stream="s:dead",
+                                      maxlen=1000, ttl_s=3600, max_attempts=2)  # fmt: skip
+    store = RedisStore(queue.client, ttl_s=3600)
+    good = [Sample(request_id=f"r{i}", model="m", response={"choices": [{"content": "fine"}]}) for i in range(5)]
+    poison = Sample(request_id="bad", model="m", response={"choices": [{"content": "poison"}]})
+    await queue.put([s.model_dump_json().encode() for s in [*good, poison]] + [b"{not json"])
+    worker = Worker(queue, store, [Exploding()], JudgeMetrics(CollectorRegistry()),
+                    WorkerSettings(retry_backoff_s=0.001, block_ms=100))  # fmt: skip
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(200):
+            if await queue.client.xlen("s:dead") == 2 and len(await store.get("r4")) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await run
+    dead = await queue.client.xrange("s:dead")
+    reasons = sorted(fields[b"reason"].decode() for _, fields in dead)
+    assert reasons == ["judge_failed:exploding", "malformed"]
+    assert [len(await store.get(f"r{i}")) for i in range(5)] == [1] * 5
+    assert (await queue.depth()).pending == 0
+    await queue.close()
+
+
+def test_no_identifier_reaches_the_queue_the_store_or_the_logs(
+    fake_upstream: Callable[[], FakeUpstream],
+    gateway: Callable[..., GatewayServer],
+    redis_server: RedisServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = fake_upstream()
+    fake.script("/v1/chat/completions", Json(chat_completion("Jane Roe should call 617-555-0142 on 2024-01-09.")))
+    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    ids = ask(gw, 1, NOTE)
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        wait_until(lambda: client.exists("medic:samples") and client.xlen("medic:samples") == 1)
+        ((_, fields),) = client.xrange("medic:samples")
+        sample = json.loads(fields[b"s"])
+    finally:
+        client.close()
+    assert sample["request_id"] == ids[0] and sample["privacy"] == "pseudonymised"
+    dumped = json.dumps(sample)
+    for identifier in ("Jane", "Roe", "483920", "03/14/1961", "2024-01-09", "617-555-0142"):
+        assert identifier not in dumped
+        assert identifier not in caplog.text
+    request_text = sample["request"]["messages"][0]["content"]
+    response_text = sample["response"]["choices"][0]["content"]
+    name = next(token for token in request_text.split() if token.startswith("[NAME"))
+    assert name.rstrip(".,") in response_text  # the same placeholder on both sides

@@ -1,0 +1,22 @@
+"""The judge registry: names to new judges."""
+
+from __future__ import annotations
+
+import pytest
+
+from judges.refusal import RefusalJudge
+from judges.registry import JUDGES, UnknownJudgeError, build
+
+
+def test_build_returns_a_new_judge_per_name_in_order() -> None:
+    first, second = build(["refusal", "refusal"])
+    assert isinstance(first, RefusalJudge) and isinstance(second, RefusalJudge)
+    assert first is not second
+    assert build([]) == []
+
+
+def test_unknown_names_are_a_value_error_listing_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown judge 'nope', 'other'; known: refusal") as error:
+        build(["refusal", "nope", "other"])
+    assert isinstance(error.value, UnknownJudgeError)
+    assert sorted(JUDGES) == ["refusal"]
