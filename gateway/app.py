@@ -26,6 +26,7 @@ from gateway.proxy import OPERATIONS, Proxy
 from gateway.routing import Router
 from gateway.settings import GatewayConfig
 from gateway.tracing import Tracing, configure
+from judges.events import EvaluationEvents
 
 log = logging.getLogger("medic_gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -36,7 +37,10 @@ PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 class Gateway:
     """``Gateway(config)`` is the ASGI application uvicorn serves."""
 
-    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None,
+        events: EvaluationEvents | None = None,
+    ) -> None:  # fmt: skip
         self.config = config
         self.keys = KeyRing(config.keys)
         self.metrics = Metrics(config.telemetry.max_model_labels)
@@ -44,7 +48,7 @@ class Gateway:
         self.metrics.allow_models(self.router.named_models())
         self.tracing = tracing or configure(config.telemetry.capture_content)
         self.proxy = Proxy(self.router, self.metrics, self.tracing)
-        self.pipeline = Pipeline(config, self.metrics, redis_url)
+        self.pipeline = Pipeline(config, self.metrics, redis_url, events)
         self.evaluations = Evaluations(self.pipeline.store, config, self.keys.open)
         self.ready = False
         self._limit = config.server.max_request_body_bytes

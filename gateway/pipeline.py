@@ -16,6 +16,8 @@ from gateway.metrics import Metrics
 from gateway.sampler import Sampler
 from gateway.settings import GatewayConfig
 from judges import registry
+from judges.events import EvaluationEvents
+from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
 from judges.queue import MemoryQueue, RedisStreamQueue, SampleQueue
 from judges.sample import Sample
@@ -24,7 +26,10 @@ from judges.worker import Decrypt, Worker, WorkerSettings
 
 
 class Pipeline:
-    def __init__(self, config: GatewayConfig, metrics: Metrics, redis_url: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, metrics: Metrics, redis_url: str | None = None,
+        events: EvaluationEvents | None = None,
+    ) -> None:  # fmt: skip
         self.config = config
         self.redis_url = redis_url or _redis_url(config)
         self.queue: SampleQueue = open_queue(config, self.redis_url)
@@ -32,10 +37,12 @@ class Pipeline:
         self.sampler = Sampler(config.sampling, self.queue, metrics, config.queue.batch_size)
         metrics.sample_buffer.set_function(lambda: self.sampler.buffered)
         self.worker: Worker | None = None
+        self.events = events or configure_events()
         if self.redis_url is None and config.worker.embedded:
             judges = registry.build(config.worker.judges)
             self.worker = Worker(self.queue, self.store, judges, JudgeMetrics(metrics.registry),
-                                 worker_settings(config), decrypt_for(config), consumer="embedded")  # fmt: skip
+                                 worker_settings(config), decrypt_for(config), consumer="embedded",
+                                 on_results=self.events.emit)  # fmt: skip
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -54,6 +61,7 @@ class Pipeline:
                 await task
         await self.queue.close()
         await self.store.close()
+        self.events.shutdown()
 
 
 def open_queue(config: GatewayConfig, redis_url: str | None) -> SampleQueue:

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from gateway.pipeline import decrypt_for, open_queue, worker_settings
 from gateway.settings import GatewayConfig
 from judges import registry
+from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
 from judges.store import open_store
 from judges.worker import Worker
@@ -27,8 +28,9 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     metrics_registry = CollectorRegistry()
     queue = open_queue(config, redis_url)
     store = open_store(redis_url, config.results.ttl_s, config.results.sqlite_path)
+    events = configure_events()
     worker = Worker(queue, store, registry.build(config.worker.judges), JudgeMetrics(metrics_registry),
-                    worker_settings(config), decrypt_for(config))  # fmt: skip
+                    worker_settings(config), decrypt_for(config), on_results=events.emit)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -42,6 +44,7 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
         await runner.cleanup()
         await queue.close()
         await store.close()
+        events.shutdown()
     log.info("worker %s stopped", worker.consumer)
 
 

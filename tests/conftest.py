@@ -50,8 +50,9 @@ def gateway() -> Iterator[Callable[..., GatewayServer]]:
     """``gateway(config, tracing=None)`` serves ``Gateway(config)`` with uvicorn on a free loopback port."""
     started: list[GatewayServer] = []
 
-    def start(config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None) -> GatewayServer:
-        server = GatewayServer(config, tracing, redis_url).start()
+    def start(config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None,
+              events: Any = None) -> GatewayServer:  # fmt: skip
+        server = GatewayServer(config, tracing, redis_url, events).start()
         started.append(server)
         return server
 

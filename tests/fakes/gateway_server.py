@@ -13,16 +13,20 @@ import uvicorn
 from gateway.app import Gateway
 from gateway.settings import GatewayConfig, ResultsConfig
 from gateway.tracing import Tracing
+from judges.events import EvaluationEvents
 from tests.fakes import http
 
 
 class GatewayServer:
-    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, tracing: Tracing | None = None, redis_url: str | None = None,
+        events: EvaluationEvents | None = None,
+    ) -> None:  # fmt: skip
         if config.results.sqlite_path == ResultsConfig().sqlite_path:  # never write results into the work tree
             self._results_dir = tempfile.TemporaryDirectory(prefix="medic-results-")
             results = config.results.model_copy(update={"sqlite_path": f"{self._results_dir.name}/results.sqlite3"})
             config = config.model_copy(update={"results": results})
-        self.app = Gateway(config, tracing=tracing, redis_url=redis_url)
+        self.app = Gateway(config, tracing=tracing, redis_url=redis_url, events=events)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))

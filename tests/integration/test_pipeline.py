@@ -296,3 +296,35 @@ def test_no_identifier_reaches_the_queue_the_store_or_the_logs(
     response_text = sample["response"]["choices"][0]["content"]
     name = next(token for token in request_text.split() if token.startswith("[NAME"))
     assert name.rstrip(".,") in response_text  # the same placeholder on both sides
+
+
+def test_evaluation_events_are_children_of_the_evaluated_request_span(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.tracing import configure
+    from judges.events import EVENT, EvaluationEvents
+
+    spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
+    tracer_provider, logger_provider = TracerProvider(), LoggerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    fake = fake_upstream()
+    fake.script("/v1/chat/completions", Json(chat_completion(REFUSAL)))
+    gw = gateway(sampled(fake, tmp_path), tracing=configure(provider=tracer_provider),
+                 events=EvaluationEvents(logger_provider))  # fmt: skip
+    ask(gw, 1, NOTE)
+    wait_until(lambda: len(logs.get_finished_logs()) == 2)
+    (span,) = spans.get_finished_spans()
+    records = [entry.log_record for entry in logs.get_finished_logs()]
+    assert {r.event_name for r in records} == {EVENT}
+    assert all(r.trace_id == span.context.trace_id and r.span_id == span.context.span_id for r in records)
+    by_name = {str((r.attributes or {})["gen_ai.evaluation.name"]): r.attributes or {} for r in records}
+    assert by_name["refusal"]["gen_ai.evaluation.score.value"] == 1.0
+    assert by_name["refusal"]["gen_ai.evaluation.score.label"] == "refused"
+    assert "Jane" not in str(by_name) and "sorry" not in str(by_name)
