@@ -83,6 +83,8 @@ def test_embedded_every_request_is_judged_and_served_with_evidence(
     text = gw.metrics()
     assert http.metric(text, "medic_gateway_sampling_decisions_total", decision="rate") == 5
     assert http.metric(text, "medic_judges_score_count", indicator="refusal", method="refusal-rules/1") == 5
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), check
 
 
 def test_sampling_rate_zero_judges_nothing_and_header_forces_a_sample(
@@ -328,3 +330,49 @@ def test_evaluation_events_are_children_of_the_evaluated_request_span(
     assert by_name["refusal"]["gen_ai.evaluation.score.value"] == 1.0
     assert by_name["refusal"]["gen_ai.evaluation.score.label"] == "refused"
     assert "Jane" not in str(by_name) and "sorry" not in str(by_name)
+
+
+def test_worker_serves_health_and_metrics_that_promtool_accepts(
+    fake_upstream: Callable[[], FakeUpstream],
+    gateway: Callable[..., GatewayServer],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    import shutil
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = tmp_path / "worker.yaml"
+    config.write_text("upstreams: {u: {url: 'http://127.0.0.1:9/v1'}}\nmodels: {'*': {routes: [{upstream: u}]}}\n")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "worker", "--config", str(config), "--redis-url", redis_server.url,
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    gw = gateway(redis_config(fake_upstream(), tmp_path, redis_server.url), redis_url=redis_server.url)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ids = ask(gw, 3)
+        wait_until(lambda: stored(redis_server.url, ids) == 6)
+
+        def scraped() -> str:
+            try:
+                response = http.request(base, "GET", "/metrics")
+            except OSError:
+                return ""
+            return response.body.decode() if response.status == 200 else ""
+
+        wait_until(lambda: http.metric(scraped(), "medic_judges_samples_processed_total") == 3)
+        assert http.request(base, "GET", "/healthz").status == 200
+        text = scraped()
+        assert http.metric(text, "medic_judges_score_count", indicator="refusal") == 3
+        wait_until(lambda: "medic_queue_lag" in scraped(), timeout_s=10)
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is missing: scripts/test installs Debian's prometheus package"
+        for body in (scraped(), gw.metrics()):
+            check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
+            assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) in (0, -signal.SIGTERM)
