@@ -29,6 +29,8 @@ from judges.sample import SAMPLE_VERSION
 
 log = logging.getLogger("medic_gateway.sampler")
 SAMPLED_OPERATIONS = frozenset({"chat", "text_completion"})
+SAMPLED = frozenset({"rate", "header", "policy"})  # the decisions that ship a sample
+LINGER_S = 0.01  # let a batch gather before shipping: one queue round trip for many samples
 MAX_BACKOFF_S = 5.0
 
 
@@ -53,7 +55,7 @@ class Sampler:
         """Decide on one finished exchange and, when sampled, buffer it for the shipper."""
         trigger = self._trigger(ex, headers)
         self.metrics.sampling_decisions.labels(trigger or "not_sampled").inc()
-        if trigger is None or trigger == "not_applicable":
+        if trigger not in SAMPLED:
             return
         if len(self._buffer) >= self.config.buffer_size:
             self.metrics.samples_dropped.labels("buffer_full").inc()
@@ -114,6 +116,7 @@ class Sampler:
         backoff = 0.0
         while True:
             await self._wake.wait()
+            await asyncio.sleep(LINGER_S)
             self._wake.clear()
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]

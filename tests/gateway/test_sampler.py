@@ -1,0 +1,142 @@
+"""The sampling decision and the shipper, without HTTP: rates, triggers, budget, buffer, a failing queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from gateway.exchange import Exchange
+from gateway.metrics import Metrics
+from gateway.sampler import Sampler, build_sample
+from gateway.settings import SampleRate, SamplingConfig
+from judges.queue import MemoryQueue, QueueUnavailable
+from judges.sample import Sample
+
+
+def exchange(request_id: str, model: str = "m", tenant: str = "default", upstream: str = "u") -> Exchange:
+    ex = Exchange(request_id, "chat", tenant)
+    ex.model, ex.upstream, ex.status = model, upstream, 200
+    ex.payload = {"model": model, "messages": [{"role": "user", "content": "Dr. Jane Roe asks about warfarin 5 mg"}]}
+    ex.output, ex.finish_reasons = ["Warfarin 5 mg daily; Jane Roe should check INR."], ["stop"]
+    return ex
+
+
+def decisions(metrics: Metrics) -> dict[str, float]:
+    return {
+        s.labels["decision"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "medic_gateway_sampling_decisions"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def sampler(queue: object | None = None, **config: object) -> tuple[Sampler, Metrics]:
+    metrics = Metrics()
+    settings = SamplingConfig(**{"max_samples_per_s": 1e9, **config})  # type: ignore[arg-type]
+    return Sampler(settings, queue or MemoryQueue(100_000), metrics), metrics  # type: ignore[arg-type]
+
+
+def test_rate_is_deterministic_on_the_request_id_and_close_to_the_configured_share() -> None:
+    first, _ = sampler(rate=0.25)
+    second, _ = sampler(rate=0.25)
+    ids = [f"req-{i}" for i in range(20_000)]
+    picked = [i for i in ids if first._trigger(exchange(i), []) == "rate"]
+    assert picked == [i for i in ids if second._trigger(exchange(i), []) == "rate"]  # replicas agree
+    assert 0.23 < len(picked) / len(ids) < 0.27
+
+
+def test_the_most_specific_rate_wins() -> None:
+    rates = [SampleRate(tenant="oncology", rate=1.0), SampleRate(model="m", tenant="oncology", rate=0.0),
+             SampleRate(model="cheap", rate=0.0)]  # fmt: skip
+    s, _ = sampler(rate=0.5, rates=rates)
+    assert s.rate("m", "u", "oncology") == 0.0
+    assert s.rate("other", "u", "oncology") == 1.0
+    assert s.rate("cheap", "u", "cardiology") == 0.0
+    assert s.rate("other", "u", "cardiology") == 0.5
+
+
+def test_header_and_policy_always_sample_and_errors_never_do() -> None:
+    s, _ = sampler(rate=0.0, debug_header="x-medic-sample")
+    assert s._trigger(exchange("a"), [(b"x-medic-sample", b"1")]) == "header"
+    assert s._trigger(exchange("b"), [(b"x-medic-sample", b"0")]) is None
+    flagged = exchange("c")
+    flagged.policy_flagged = True
+    assert s._trigger(flagged, []) == "policy"
+    failed = exchange("d")
+    failed.status = 502
+    assert s._trigger(failed, [(b"x-medic-sample", b"1")]) == "not_applicable"
+
+
+async def test_budget_sheds_load_before_the_queue() -> None:
+    queue = MemoryQueue(1000)
+    s, metrics = sampler(queue, rate=1.0, max_samples_per_s=5)
+    s.start()
+    for i in range(50):
+        s.consider(exchange(f"r{i}"), [])
+    await s.stop()
+    counted = decisions(metrics)
+    assert counted["rate"] == 5 and counted["over_budget"] == 45
+    assert (await queue.depth()).length == 5  # shed samples never reach the queue
+
+
+async def test_samples_are_pseudonymised_before_they_are_queued() -> None:
+    queue = MemoryQueue(10)
+    s, _ = sampler(queue, rate=1.0)
+    s.start()
+    s.consider(exchange("r1"), [])
+    await s.stop()
+    (delivery,) = await queue.read("c", 10, 100)
+    sample = Sample.model_validate_json(delivery.payload)
+    assert sample.privacy == "pseudonymised" and "Jane" not in delivery.payload.decode()
+    assert "warfarin 5 mg" in sample.messages()[0]["content"]
+
+
+class DownQueue(MemoryQueue):
+    def __init__(self) -> None:
+        super().__init__(1000)
+        self.down = True
+
+    async def put(self, payloads: list[bytes]) -> None:
+        if self.down:
+            raise QueueUnavailable("ConnectionError")
+        await super().put(payloads)
+
+
+async def test_a_queue_that_is_down_costs_drops_not_waits_and_the_shipper_recovers() -> None:
+    queue = DownQueue()
+    s, metrics = sampler(queue, rate=1.0, buffer_size=10)
+    s.start()
+    for i in range(30):
+        s.consider(exchange(f"r{i}"), [])  # returns at once, whatever the queue does
+    await asyncio.sleep(0.2)
+    queue.down = False
+    await asyncio.sleep(0.5)
+    s.consider(exchange("after"), [])
+    await s.stop(timeout_s=6)
+    dropped = {
+        sample.labels["reason"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "medic_gateway_samples_dropped"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert dropped["buffer_full"] == 20 and dropped["queue_unavailable"] >= 1
+    ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
+    assert "after" in ids
+
+
+def test_encrypted_samples_hold_no_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.fernet import Fernet
+
+    from gateway import privacy
+
+    key = Fernet.generate_key()
+    monkeypatch.setenv("TEST_SAMPLE_KEY", key.decode())
+    s, _ = sampler(rate=1.0, privacy="encrypted", encryption_key_env="TEST_SAMPLE_KEY")
+    payload = s._encode((exchange("r1"), "rate"))
+    assert payload is not None and b"warfarin" not in payload and b"Jane" not in payload
+    restored = privacy.decrypt(orjson.loads(payload), key)
+    assert restored["request"] == build_sample(exchange("r1"), "rate")["request"]
