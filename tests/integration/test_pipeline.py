@@ -298,6 +298,15 @@ def test_no_identifier_reaches_the_queue_the_store_or_the_logs(
     response_text = sample["response"]["choices"][0]["content"]
     name = next(token for token in request_text.split() if token.startswith("[NAME"))
     assert name.rstrip(".,") in response_text  # the same placeholder on both sides
+    worker = start_worker(redis_server.url, tmp_path, "phi")
+    try:
+        wait_until(lambda: len(evaluations(gw, ids[0])) == 2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
+    stored_text = json.dumps(evaluations(gw, ids[0]))
+    for identifier in ("Jane", "Roe", "483920", "03/14/1961", "2024-01-09", "617-555-0142"):
+        assert identifier not in stored_text
 
 
 def test_evaluation_events_are_children_of_the_evaluated_request_span(
