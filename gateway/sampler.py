@@ -4,8 +4,10 @@ The decision is made after the response has been sent: a rate per model, upstrea
 specific configured match wins), deterministic on the request id so that every replica decides alike;
 "always" triggers (a debugging header the configuration allows, a policy that flagged the exchange); and
 a global budget in samples per second that sheds load before the queue. ``offer`` only appends to a
-bounded buffer. A background task builds the samples, pseudonymises or encrypts them, and enqueues them in
-batches; when the queue is slow or down it drops and counts, and retries with backoff.
+bounded buffer. A background task builds the samples and enqueues them in batches; when the queue is slow
+or down it drops and counts, and retries with backoff. Pseudonymising a long clinical note costs
+milliseconds of regular expressions, so it runs in a separate encoder process (sampling.encoder_processes)
+and never holds up the event loop that answers requests.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import time
 import zlib
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import orjson
@@ -48,6 +53,8 @@ class Sampler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._key = privacy.load_key(config.encryption_key_env) if config.encryption_key_env else None
+        self._pool: ProcessPoolExecutor | None = None
+        self._shipping = 0  # samples taken from the buffer and not yet handed to the queue
 
     # -- the decision, in the request's task: cheap, never waits ----------------------------------------
 
@@ -102,11 +109,13 @@ class Sampler:
         if self._task is None:
             return
         deadline = time.monotonic() + timeout_s
-        while self._buffer and time.monotonic() < deadline:
+        while (self._buffer or self._shipping) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def buffered(self) -> int:
@@ -120,8 +129,9 @@ class Sampler:
             self._wake.clear()
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
-                payloads = [p for p in map(self._encode, batch) if p is not None]
+                self._shipping = len(batch)
                 try:
+                    payloads = await self._encode([build_sample(ex, trigger) for ex, trigger in batch])
                     await self.queue.put(payloads)
                 except QueueUnavailable as exc:
                     self.metrics.samples_dropped.labels("queue_unavailable").inc(len(payloads))
@@ -130,22 +140,51 @@ class Sampler:
                                 backoff)  # fmt: skip
                     await asyncio.sleep(backoff)
                     continue
+                finally:
+                    self._shipping = 0
                 backoff = 0.0
                 self.metrics.samples_enqueued.inc(len(payloads))
 
-    def _encode(self, item: tuple[Exchange, str]) -> bytes | None:
-        ex, trigger = item
-        sample = build_sample(ex, trigger)
+    async def _encode(self, samples: list[dict[str, Any]]) -> list[bytes]:
+        """Privacy transformation and JSON, in the encoder process when there is one."""
+        if self.config.encoder_processes == 0:
+            encoded = encode_batch(samples, self.config.privacy, self._key)
+        else:
+            try:
+                encoded = await asyncio.get_running_loop().run_in_executor(
+                    self._encoder(), encode_batch, samples, self.config.privacy, self._key
+                )
+            except BrokenProcessPool:  # the encoder died (killed, out of memory): a new one next batch
+                log.error("sample encoder process died; %d samples dropped", len(samples))
+                self._pool = None
+                encoded = [None] * len(samples)
+        failed = encoded.count(None)
+        if failed:
+            self.metrics.samples_dropped.labels("privacy_error").inc(failed)
+        return [payload for payload in encoded if payload is not None]
+
+    def _encoder(self) -> ProcessPoolExecutor:
+        if self._pool is None:  # started on the first sample: a gateway that never samples never pays for it
+            self._pool = ProcessPoolExecutor(
+                self.config.encoder_processes, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+
+def encode_batch(samples: list[dict[str, Any]], mode: str, key: bytes | None) -> list[bytes | None]:
+    """Pseudonymise or encrypt, then encode, each sample; None for one that fails (never its content)."""
+    encoded: list[bytes | None] = []
+    for sample in samples:
         try:
-            if self.config.privacy == "pseudonymised":
+            if mode == "pseudonymised":
                 sample = privacy.pseudonymise(sample)
-            elif self._key is not None:
-                sample = privacy.encrypt(sample, self._key)
-        except Exception as exc:  # never let one odd payload stop the shipper; never log its content
-            log.error("sample %s not shipped: %s", ex.request_id, type(exc).__name__)
-            self.metrics.samples_dropped.labels("privacy_error").inc()
-            return None
-        return orjson.dumps(sample)
+            elif mode == "encrypted" and key is not None:
+                sample = privacy.encrypt(sample, key)
+            encoded.append(orjson.dumps(sample))
+        except Exception as exc:  # one odd payload must not stop the others; its content is never logged
+            log.error("sample %s not shipped: %s", sample.get("request_id"), type(exc).__name__)
+            encoded.append(None)
+    return encoded
 
 
 def build_sample(ex: Exchange, trigger: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.exchange import Exchange
 from gateway.metrics import Metrics
-from gateway.sampler import Sampler, build_sample
+from gateway.sampler import Sampler, build_sample, encode_batch
 from gateway.settings import SampleRate, SamplingConfig
 from judges.queue import MemoryQueue, QueueUnavailable
 from judges.sample import Sample
@@ -107,25 +107,31 @@ class DownQueue(MemoryQueue):
 
 async def test_a_queue_that_is_down_costs_drops_not_waits_and_the_shipper_recovers() -> None:
     queue = DownQueue()
-    s, metrics = sampler(queue, rate=1.0, buffer_size=10)
+    s, metrics = sampler(queue, rate=1.0, buffer_size=10, encoder_processes=0)
     s.start()
     for i in range(30):
         s.consider(exchange(f"r{i}"), [])  # returns at once, whatever the queue does
-    await asyncio.sleep(0.2)
+    for _ in range(100):
+        if dropped(metrics).get("queue_unavailable"):
+            break
+        await asyncio.sleep(0.05)
     queue.down = False
     await asyncio.sleep(0.5)
     s.consider(exchange("after"), [])
     await s.stop(timeout_s=6)
-    dropped = {
+    assert dropped(metrics)["buffer_full"] == 20 and dropped(metrics)["queue_unavailable"] >= 1
+    ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
+    assert "after" in ids
+
+
+def dropped(metrics: Metrics) -> dict[str, float]:
+    return {
         sample.labels["reason"]: sample.value
         for family in metrics.registry.collect()
         if family.name == "medic_gateway_samples_dropped"
         for sample in family.samples
         if sample.name.endswith("_total")
     }
-    assert dropped["buffer_full"] == 20 and dropped["queue_unavailable"] >= 1
-    ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
-    assert "after" in ids
 
 
 def test_encrypted_samples_hold_no_text(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,8 +141,31 @@ def test_encrypted_samples_hold_no_text(monkeypatch: pytest.MonkeyPatch) -> None
 
     key = Fernet.generate_key()
     monkeypatch.setenv("TEST_SAMPLE_KEY", key.decode())
-    s, _ = sampler(rate=1.0, privacy="encrypted", encryption_key_env="TEST_SAMPLE_KEY")
-    payload = s._encode((exchange("r1"), "rate"))
+    (payload,) = encode_batch([build_sample(exchange("r1"), "rate")], "encrypted", key)
     assert payload is not None and b"warfarin" not in payload and b"Jane" not in payload
     restored = privacy.decrypt(orjson.loads(payload), key)
     assert restored["request"] == build_sample(exchange("r1"), "rate")["request"]
+
+
+async def test_an_encoder_process_that_dies_costs_one_batch_and_is_replaced() -> None:
+    import os
+    import signal
+
+    queue = MemoryQueue(100)
+    s, _ = sampler(queue, rate=1.0)
+    s.start()
+    s.consider(exchange("before"), [])
+    for _ in range(100):
+        if (await queue.depth()).length:
+            break
+        await asyncio.sleep(0.05)
+    assert s._pool is not None
+    for pid in list(s._pool._processes):  # the encoder process, killed outright
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    s.consider(exchange("lost"), [])
+    await asyncio.sleep(0.5)
+    s.consider(exchange("after"), [])
+    await s.stop(timeout_s=10)
+    ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
+    assert "before" in ids and "after" in ids
