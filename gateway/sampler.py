@@ -6,8 +6,9 @@ specific configured match wins), deterministic on the request id so that every r
 a global budget in samples per second that sheds load before the queue. ``offer`` only appends to a
 bounded buffer. A background task builds the samples and enqueues them in batches; when the queue is slow
 or down it drops and counts, and retries with backoff. Pseudonymising a long clinical note costs
-milliseconds of regular expressions, so it runs in a separate encoder process (sampling.encoder_processes)
-and never holds up the event loop that answers requests.
+milliseconds of regular expressions, so it never runs in the event loop that answers requests: it runs in
+a thread (the default; the interpreter hands the loop back at least every few milliseconds) or in a
+separate encoder process (sampling.encoder: process; isolated, at the cost of a second interpreter).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import time
 import zlib
 from collections import deque
@@ -23,9 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import orjson
-
 from gateway import privacy
+from gateway.encoder import encode_batch, encoder_pool
 from gateway.exchange import Exchange
 from gateway.metrics import Metrics
 from gateway.settings import SamplingConfig
@@ -146,9 +145,9 @@ class Sampler:
                 self.metrics.samples_enqueued.inc(len(payloads))
 
     async def _encode(self, samples: list[dict[str, Any]]) -> list[bytes]:
-        """Privacy transformation and JSON, in the encoder process when there is one."""
-        if self.config.encoder_processes == 0:
-            encoded = encode_batch(samples, self.config.privacy, self._key)
+        """Privacy transformation and JSON, in a thread or in the encoder process."""
+        if self.config.encoder == "thread":
+            encoded = await asyncio.to_thread(encode_batch, samples, self.config.privacy, self._key)
         else:
             try:
                 encoded = await asyncio.get_running_loop().run_in_executor(
@@ -165,26 +164,8 @@ class Sampler:
 
     def _encoder(self) -> ProcessPoolExecutor:
         if self._pool is None:  # started on the first sample: a gateway that never samples never pays for it
-            self._pool = ProcessPoolExecutor(
-                self.config.encoder_processes, mp_context=multiprocessing.get_context("spawn")
-            )
+            self._pool = encoder_pool(1)
         return self._pool
-
-
-def encode_batch(samples: list[dict[str, Any]], mode: str, key: bytes | None) -> list[bytes | None]:
-    """Pseudonymise or encrypt, then encode, each sample; None for one that fails (never its content)."""
-    encoded: list[bytes | None] = []
-    for sample in samples:
-        try:
-            if mode == "pseudonymised":
-                sample = privacy.pseudonymise(sample)
-            elif mode == "encrypted" and key is not None:
-                sample = privacy.encrypt(sample, key)
-            encoded.append(orjson.dumps(sample))
-        except Exception as exc:  # one odd payload must not stop the others; its content is never logged
-            log.error("sample %s not shipped: %s", sample.get("request_id"), type(exc).__name__)
-            encoded.append(None)
-    return encoded
 
 
 def build_sample(ex: Exchange, trigger: str) -> dict[str, Any]:

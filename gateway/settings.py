@@ -103,7 +103,7 @@ class SamplingConfig(Strict):
     buffer_size: Annotated[int, Field(gt=0)] = 10_000
     privacy: Literal["raw", "pseudonymised", "encrypted"] = "pseudonymised"
     encryption_key_env: str | None = None
-    encoder_processes: Annotated[int, Field(ge=0, le=16)] = 1  # 0: pseudonymise in the gateway's event loop
+    encoder: Literal["thread", "process"] = "thread"  # where samples are pseudonymised: see docs/configuration.md
 
     @model_validator(mode="after")
     def _key_for_encryption(self) -> SamplingConfig:

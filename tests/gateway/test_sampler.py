@@ -7,9 +7,10 @@ import asyncio
 import orjson
 import pytest
 
+from gateway.encoder import encode_batch
 from gateway.exchange import Exchange
 from gateway.metrics import Metrics
-from gateway.sampler import Sampler, build_sample, encode_batch
+from gateway.sampler import Sampler, build_sample
 from gateway.settings import SampleRate, SamplingConfig
 from judges.queue import MemoryQueue, QueueUnavailable
 from judges.sample import Sample
@@ -107,7 +108,7 @@ class DownQueue(MemoryQueue):
 
 async def test_a_queue_that_is_down_costs_drops_not_waits_and_the_shipper_recovers() -> None:
     queue = DownQueue()
-    s, metrics = sampler(queue, rate=1.0, buffer_size=10, encoder_processes=0)
+    s, metrics = sampler(queue, rate=1.0, buffer_size=10)
     s.start()
     for i in range(30):
         s.consider(exchange(f"r{i}"), [])  # returns at once, whatever the queue does
@@ -152,7 +153,7 @@ async def test_an_encoder_process_that_dies_costs_one_batch_and_is_replaced() ->
     import signal
 
     queue = MemoryQueue(100)
-    s, _ = sampler(queue, rate=1.0)
+    s, _ = sampler(queue, rate=1.0, encoder="process")
     s.start()
     s.consider(exchange("before"), [])
     for _ in range(100):
