@@ -47,12 +47,24 @@ def configure(capture_content: bool = False, provider: TracerProvider | None = N
     return Tracing(tracer, enabled=True, capture_content=capture, provider=provider)
 
 
-def _provider_from_environment() -> TracerProvider | None:
+def requested_exporter(signal: str) -> str | None:
+    """ "otlp" or "console" when the standard variables ask to export ``signal`` (TRACES, LOGS), else None."""
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
-    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").lower()
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if exporter_name == "none" or (not exporter_name and not endpoint):
+    name = os.environ.get(f"OTEL_{signal}_EXPORTER", "").lower()
+    endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if name == "none" or (not name and not endpoint):
+        return None
+    return "console" if name == "console" else "otlp"
+
+
+def service_resource() -> Resource:
+    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "medic-gateway")})
+
+
+def _provider_from_environment() -> TracerProvider | None:
+    exporter_name = requested_exporter("TRACES")
+    if exporter_name is None:
         return None
     exporter: SpanExporter
     if exporter_name == "console":
@@ -61,8 +73,7 @@ def _provider_from_environment() -> TracerProvider | None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()  # endpoint, headers and timeout from the OTEL_* variables
-    service = os.environ.get("OTEL_SERVICE_NAME", "medic-gateway")
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = TracerProvider(resource=service_resource())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 

@@ -9,15 +9,14 @@ They carry scores and labels, never clinical text: the evidence stays in the res
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from opentelemetry._logs import Logger, LoggerProvider
 from opentelemetry.propagate import extract
 from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
-from opentelemetry.sdk.resources import Resource
 
+from gateway.tracing import requested_exporter, service_resource
 from judges.sample import Result
 
 EVENT = "gen_ai.evaluation.result"
@@ -66,11 +65,8 @@ def configure(provider: LoggerProvider | None = None) -> EvaluationEvents:
 
 
 def _provider_from_environment() -> SdkLoggerProvider | None:
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
-    exporter_name = os.environ.get("OTEL_LOGS_EXPORTER", "").lower()
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if exporter_name == "none" or (not exporter_name and not endpoint):
+    exporter_name = requested_exporter("LOGS")
+    if exporter_name is None:
         return None
     exporter: LogRecordExporter
     if exporter_name == "console":
@@ -79,7 +75,6 @@ def _provider_from_environment() -> SdkLoggerProvider | None:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
         exporter = OTLPLogExporter()  # endpoint, headers and timeout from the OTEL_* variables
-    service = os.environ.get("OTEL_SERVICE_NAME", "medic-gateway")
-    provider = SdkLoggerProvider(resource=Resource.create({"service.name": service}))
+    provider = SdkLoggerProvider(resource=service_resource())
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     return provider

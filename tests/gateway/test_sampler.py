@@ -24,14 +24,19 @@ def exchange(request_id: str, model: str = "m", tenant: str = "default", upstrea
     return ex
 
 
-def decisions(metrics: Metrics) -> dict[str, float]:
+def counted(metrics: Metrics, family_name: str, label: str) -> dict[str, float]:
+    """A counter family's values by one label, read from the registry."""
     return {
-        s.labels["decision"]: s.value
+        sample.labels[label]: sample.value
         for family in metrics.registry.collect()
-        if family.name == "medic_gateway_sampling_decisions"
-        for s in family.samples
-        if s.name.endswith("_total")
+        if family.name == family_name
+        for sample in family.samples
+        if sample.name.endswith("_total")
     }
+
+
+def decisions(metrics: Metrics) -> dict[str, float]:
+    return counted(metrics, "medic_gateway_sampling_decisions", "decision")
 
 
 def sampler(queue: object | None = None, **config: object) -> tuple[Sampler, Metrics]:
@@ -126,13 +131,7 @@ async def test_a_queue_that_is_down_costs_drops_not_waits_and_the_shipper_recove
 
 
 def dropped(metrics: Metrics) -> dict[str, float]:
-    return {
-        sample.labels["reason"]: sample.value
-        for family in metrics.registry.collect()
-        if family.name == "medic_gateway_samples_dropped"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    return counted(metrics, "medic_gateway_samples_dropped", "reason")
 
 
 def test_encrypted_samples_hold_no_text(monkeypatch: pytest.MonkeyPatch) -> None:
