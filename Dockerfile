@@ -1,4 +1,4 @@
-# medic-gateway: one image runs `serve` and (in later releases) `worker`.
+# medic-gateway: one image runs `serve` and `worker` (ENTRYPOINT medic-gateway; pass the subcommand).
 # Build: docker build -t medic-gateway .      Providers extra: --build-arg EXTRAS=providers
 ARG PYTHON=3.11
 
@@ -14,8 +14,11 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:${PYTHON}-slim
-RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin medic
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin medic \
+ && mkdir -p /var/lib/medic-gateway && chown 10001 /var/lib/medic-gateway
 COPY --from=build /opt/venv /opt/venv
+# The embedded results store (results.sqlite_path, relative by default) is written here.
+WORKDIR /var/lib/medic-gateway
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001
 EXPOSE 8000
