@@ -34,7 +34,7 @@ from judges.sample import SAMPLE_VERSION
 log = logging.getLogger("medic_gateway.sampler")
 SAMPLED_OPERATIONS = frozenset({"chat", "text_completion"})
 SAMPLED = frozenset({"rate", "header", "policy"})  # the decisions that ship a sample
-LINGER_S = 0.01  # let a batch gather before shipping: one queue round trip for many samples
+LINGER_S = 0.05  # let a batch gather before shipping: one queue round trip for many samples
 MAX_BACKOFF_S = 5.0
 
 
