@@ -131,15 +131,19 @@ def test_evaluations_need_the_admin_key_when_the_gateway_has_keys(
 # ---------------------------------------------------------------------------------------------- Redis
 
 
-def redis_config(fake: FakeUpstream, tmp_path: Path, url: str) -> GatewayConfig:
-    return sampled(fake, tmp_path).model_copy(update={"worker": WorkerConfig(port=0)})
+def on_redis(
+    gateway: Callable[..., GatewayServer], fake: FakeUpstream, tmp_path: Path, redis: RedisServer
+) -> GatewayServer:
+    """A gateway sampling every request into the Redis stream, with no judges of its own."""
+    config = sampled(fake, tmp_path).model_copy(update={"worker": WorkerConfig(port=0)})
+    return gateway(config, redis_url=redis.url)
 
 
-def start_worker(url: str, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    config = tmp_path / "worker.yaml"
+def start_worker(url: str, tmp_path: Path, name: str, port: int = 0) -> subprocess.Popen[bytes]:
+    config = tmp_path / f"{name}.yaml"
     config.write_text(
         "upstreams: {u: {url: 'http://127.0.0.1:9/v1'}}\nmodels: {'*': {routes: [{upstream: u}]}}\n"
-        "queue: {claim_idle_ms: 300}\nworker: {port: 0}\n"
+        f"queue: {{claim_idle_ms: 300}}\nworker: {{port: {port}}}\n"
     )
     return subprocess.Popen(
         [sys.executable, "-m", "gateway", "worker", "--config", str(config), "--redis-url", url],
@@ -162,7 +166,7 @@ def test_redis_every_sample_gives_exactly_its_results(
     tmp_path: Path,
 ) -> None:
     fake = fake_upstream()
-    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    gw = on_redis(gateway, fake, tmp_path, redis_server)
     worker = start_worker(redis_server.url, tmp_path, "w1")
     try:
         ids = ask(gw, 40)
@@ -180,7 +184,7 @@ def test_entries_left_by_a_dead_worker_are_reclaimed_once(
     tmp_path: Path,
 ) -> None:
     fake = fake_upstream()
-    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    gw = on_redis(gateway, fake, tmp_path, redis_server)
     client = redis.Redis.from_url(redis_server.url)
     client.xgroup_create("medic:samples", "judges", id="0", mkstream=True)
     ids = ask(gw, 20)
@@ -210,7 +214,7 @@ def test_gateway_answers_while_redis_is_down_and_recovers(
     tmp_path: Path,
 ) -> None:
     fake = fake_upstream()
-    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    gw = on_redis(gateway, fake, tmp_path, redis_server)
     redis_server.stop()
     started = time.monotonic()
     assert len(ask(gw, 30)) == 30  # every request answered
@@ -280,7 +284,7 @@ def test_no_identifier_reaches_the_queue_the_store_or_the_logs(
 ) -> None:
     fake = fake_upstream()
     fake.script("/v1/chat/completions", Json(chat_completion("Jane Roe should call 617-555-0142 on 2024-01-09.")))
-    gw = gateway(redis_config(fake, tmp_path, redis_server.url), redis_url=redis_server.url)
+    gw = on_redis(gateway, fake, tmp_path, redis_server)
     ids = ask(gw, 1, NOTE)
     client = redis.Redis.from_url(redis_server.url)
     try:
@@ -353,13 +357,8 @@ def test_worker_serves_health_and_metrics_that_promtool_accepts(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    config = tmp_path / "worker.yaml"
-    config.write_text("upstreams: {u: {url: 'http://127.0.0.1:9/v1'}}\nmodels: {'*': {routes: [{upstream: u}]}}\n")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "worker", "--config", str(config), "--redis-url", redis_server.url,
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    gw = gateway(redis_config(fake_upstream(), tmp_path, redis_server.url), redis_url=redis_server.url)
+    worker = start_worker(redis_server.url, tmp_path, "metrics", port)
+    gw = on_redis(gateway, fake_upstream(), tmp_path, redis_server)
     base = f"http://127.0.0.1:{port}"
     try:
         ids = ask(gw, 3)
