@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig
+from gateway.settings import GatewayConfig, single_upstream
 from gateway.tracing import Tracing
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import FakeUpstream
@@ -101,3 +101,15 @@ def redis_server(tmp_path: Any) -> Iterator[Any]:
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake(fake_upstream: Callable[[], FakeUpstream]) -> FakeUpstream:
+    """One fake upstream for the test."""
+    return fake_upstream()
+
+
+@pytest.fixture
+def gw(fake: FakeUpstream, gateway: Callable[..., GatewayServer]) -> GatewayServer:
+    """The gateway with no configuration file, forwarding every model to ``fake``."""
+    return gateway(single_upstream(fake.url))

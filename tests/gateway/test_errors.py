@@ -31,16 +31,6 @@ CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Dose of amoxicillin for a 20 kg child?"}]
 
 
-@pytest.fixture
-def fake(fake_upstream: Fake) -> FakeUpstream:
-    return fake_upstream()
-
-
-@pytest.fixture
-def gw(fake: FakeUpstream, gateway: Gateway) -> GatewayServer:
-    return gateway(single_upstream(fake.url))
-
-
 def assert_openai_error(response: http.RawResponse, status: int, code: str | None, type_: str | None = None) -> dict:
     """The body is exactly {"error": {message, type, param, code}}, with the given status and code."""
     assert response.status == status, response.body

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, ModelConfig, Route, TelemetryConfig, UpstreamConfig, single_upstream
+from gateway.settings import GatewayConfig, ModelConfig, Route, TelemetryConfig, UpstreamConfig
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import (
@@ -36,16 +36,6 @@ CHAT = "/v1/chat/completions"
 PROMPT = "Patient Jane Roe, MRN 00417, reports chest pain."
 MESSAGES = [{"role": "user", "content": PROMPT}]
 REQUEST_ID = "trace-me-7f3a9c"
-
-
-@pytest.fixture
-def fake(fake_upstream: Fake) -> FakeUpstream:
-    return fake_upstream()
-
-
-@pytest.fixture
-def gw(fake: FakeUpstream, gateway: Gateway) -> GatewayServer:
-    return gateway(single_upstream(fake.url))
 
 
 def _traffic(fake: FakeUpstream, gw: GatewayServer, client: openai.OpenAI) -> str:

@@ -29,16 +29,6 @@ HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 MESSAGES = [{"role": "user", "content": "What is the normal range of serum potassium?"}]
 
 
-@pytest.fixture
-def fake(fake_upstream: Fake) -> FakeUpstream:
-    return fake_upstream()
-
-
-@pytest.fixture
-def gw(fake: FakeUpstream, gateway: Gateway) -> GatewayServer:
-    return gateway(single_upstream(fake.url))
-
-
 # ---------------------------------------------------------------------------------------- bytes
 
 

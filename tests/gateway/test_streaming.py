@@ -15,7 +15,6 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import single_upstream
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import (
@@ -38,16 +37,6 @@ Client = Callable[..., openai.OpenAI]
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Summarise the discharge letter."}]
 USAGE = {"prompt_tokens": 31, "completion_tokens": 4, "total_tokens": 35}
-
-
-@pytest.fixture
-def fake(fake_upstream: Fake) -> FakeUpstream:
-    return fake_upstream()
-
-
-@pytest.fixture
-def gw(fake: FakeUpstream, gateway: Gateway) -> GatewayServer:
-    return gateway(single_upstream(fake.url))
 
 
 def _body(**fields: Any) -> bytes:

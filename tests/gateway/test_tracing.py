@@ -36,11 +36,6 @@ def exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def fake(fake_upstream: Fake) -> FakeUpstream:
-    return fake_upstream()
-
-
-@pytest.fixture
 def traced(fake: FakeUpstream, gateway: Gateway, exporter: InMemorySpanExporter) -> Callable[..., GatewayServer]:
     """``traced(capture_content=False, config=None)``: a gateway whose spans land in ``exporter``."""
 
