@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
+from judges.sample import Task
+
 
 @dataclass(slots=True)
 class Exchange:
@@ -18,6 +20,7 @@ class Exchange:
     tenant: str
     started: float = field(default_factory=perf_counter)
     model: str = ""
+    task: Task | None = None  # from the x-medic-task header, else the model's configuration; None: not stated
     stream: bool = False
     upstream: str = ""
     provider: str = ""

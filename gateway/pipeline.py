@@ -39,7 +39,7 @@ class Pipeline:
         self.worker: Worker | None = None
         self.events = events or configure_events()
         if self.redis_url is None and config.worker.embedded:
-            judges = registry.build(config.worker.judges)
+            judges = registry.build(config.worker.judges, config.judging)
             self.worker = Worker(self.queue, self.store, judges, JudgeMetrics(metrics.registry),
                                  worker_settings(config), decrypt_for(config), consumer="embedded",
                                  on_results=self.events.emit)  # fmt: skip
@@ -59,6 +59,8 @@ class Pipeline:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.worker is not None:
+            await self.worker.close()
         await self.queue.close()
         await self.store.close()
         self.events.shutdown()

@@ -24,6 +24,7 @@ from gateway.forwarding import Outcome, Target, forward
 from gateway.metrics import Metrics
 from gateway.routing import Router
 from gateway.streaming import EventSplitter, StreamSummary
+from gateway.tasks import RAW_TASK_HEADER, stated
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
 from gateway.upstream import Call, Reply
 
@@ -44,6 +45,7 @@ class Proxy:
         exchange.stream = stream = payload.get("stream") is True and exchange.operation != "embeddings"
         exchange.payload = payload
         targets = self.router.targets(model)
+        exchange.task = stated(request.header(RAW_TASK_HEADER)) or self.router.task(model)
         call = Call(request.path.removeprefix("/v1"), request.body, payload, stream, exchange.request_id,
                     request.headers, request.authorization)  # fmt: skip
         if not self.tracing.enabled:

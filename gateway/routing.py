@@ -6,6 +6,7 @@ from gateway.errors import ModelNotFound
 from gateway.forwarding import Target
 from gateway.settings import WILDCARD, GatewayConfig, UpstreamConfig
 from gateway.upstream import HttpUpstream, Upstream
+from judges.sample import Task
 
 
 class Router:
@@ -16,6 +17,7 @@ class Router:
         self._routes = {
             model: [(self.upstreams[r.upstream], r.model) for r in spec.routes] for model, spec in config.models.items()
         }
+        self._tasks = {model: spec.task for model, spec in config.models.items()}
         self.wildcard = WILDCARD in self._routes
 
     def targets(self, model: str) -> list[Target]:
@@ -23,6 +25,10 @@ class Router:
         if routes is None:
             raise ModelNotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
         return [Target(upstream, name or model) for upstream, name in routes]
+
+    def task(self, model: str) -> Task | None:
+        """The task configured for the model entry that ``targets`` routes by: the wildcard's for unnamed models."""
+        return self._tasks[model] if model in self._tasks else self._tasks.get(WILDCARD)
 
     def named_models(self) -> list[str]:
         return [name for name in self._routes if name != WILDCARD]

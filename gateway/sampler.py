@@ -176,7 +176,7 @@ def build_sample(ex: Exchange, trigger: str) -> dict[str, Any]:
         for i, text in enumerate(ex.output)
     ]
     return {
-        "version": SAMPLE_VERSION, "request_id": ex.request_id, "traceparent": ex.traceparent,
+        "version": SAMPLE_VERSION, "request_id": ex.request_id, "traceparent": ex.traceparent, "task": ex.task,
         "created_at": time.time(), "operation": ex.operation, "model": ex.model, "upstream": ex.upstream,
         "upstream_model": ex.upstream_model, "provider": ex.provider, "tenant": ex.tenant, "stream": ex.stream,
         "status": ex.status, "error_type": ex.error_type, "trigger": trigger, "privacy": "raw", "policy": [],

@@ -15,6 +15,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from judges.config import JudgingConfig
+from judges.sample import Task
+
 # Providers whose wire protocol is OpenAI's: they take the direct path, no translation.
 OPENAI_COMPATIBLE = frozenset({"openai", "openai-compatible", "vllm", "tgi", "ollama", "sglang", "lmstudio"})
 DIRECT_PROVIDERS = OPENAI_COMPATIBLE | {"azure"}
@@ -67,6 +70,7 @@ class Route(Strict):
 
 class ModelConfig(Strict):
     routes: Annotated[list[Route], Field(min_length=1)]
+    task: Task | None = None  # what requests to this model ask for, unless their x-medic-task header says
 
 
 class KeyConfig(Strict):
@@ -132,7 +136,7 @@ class ResultsConfig(Strict):
 
 
 class WorkerConfig(Strict):
-    judges: list[str] = ["refusal"]
+    judges: list[str] = ["refusal", "fidelity"]
     concurrency: Annotated[int, Field(gt=0)] = 4
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9464
@@ -150,6 +154,7 @@ class GatewayConfig(Strict):
     queue: QueueConfig = QueueConfig()
     results: ResultsConfig = ResultsConfig()
     worker: WorkerConfig = WorkerConfig()
+    judging: JudgingConfig = JudgingConfig()
 
     @model_validator(mode="after")
     def _routes_name_upstreams(self) -> GatewayConfig:
@@ -202,6 +207,8 @@ def missing_env(config: GatewayConfig) -> list[str]:
     names += [k.key_env for k in config.keys if k.key_env]
     names += [n for n in (config.sampling.encryption_key_env, config.queue.redis_url_env,
                           config.results.admin_key_env) if n]  # fmt: skip
+    judge_models = [config.judging.llm, *config.judging.stability.judges] if config.judging.llm else []
+    names += [j.api_key_env for j in judge_models if j is not None and j.api_key_env]
     return [n for n in names if not os.environ.get(n)]
 
 

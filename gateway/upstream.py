@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.settings import UpstreamConfig
+from gateway.tasks import TASK_HEADER
 
 # Headers that describe one hop, or that the gateway sets itself; never copied between hops.
 HOP_HEADERS = frozenset(
@@ -26,7 +27,9 @@ HOP_HEADERS = frozenset(
         "accept-encoding", "authorization", "api-key", "x-request-id", "cookie", "set-cookie",
     }
 )  # fmt: skip
-# The same, as the raw lower-case bytes an ASGI server hands over; plus the date the server sets itself.
+# Client headers never forwarded upstream: those, and the headers that only instruct the gateway.
+NOT_FORWARDED = HOP_HEADERS | {TASK_HEADER}
+# HOP_HEADERS as the raw lower-case bytes an ASGI server hands over; plus the date the server sets itself.
 RAW_HOP_HEADERS = frozenset(name.encode() for name in HOP_HEADERS | {"date"})
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -140,7 +143,7 @@ class HttpUpstream:
         headers: CIMultiDict[str] = CIMultiDict()
         for raw_name, raw_value in call.client_headers:
             name = raw_name.decode("latin-1")
-            if name.lower() not in HOP_HEADERS:
+            if name.lower() not in NOT_FORWARDED:
                 headers.add(name, raw_value.decode("latin-1"))
         headers["x-request-id"] = call.request_id
         headers.update(call.trace_headers)

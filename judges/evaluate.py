@@ -20,11 +20,12 @@ from typing import Any, TextIO
 import orjson
 from pydantic import ValidationError
 
+from gateway import settings
 from judges.judge import Judge
 from judges.registry import JUDGES, UnknownJudgeError, build
 from judges.sample import Choice, Response, Sample
 
-SHORT_KEYS = frozenset({"request", "response", "request_id", "model", "tenant"})
+SHORT_KEYS = frozenset({"request", "response", "request_id", "model", "tenant", "task"})
 
 
 class RecordError(ValueError):
@@ -51,13 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", required=True, metavar="NAME", help=f"one of: {', '.join(sorted(JUDGES))}")
     parser.add_argument("--input", required=True, type=Path, metavar="FILE", help="JSONL records (docs/evaluate.md)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="JSONL results (default: standard output)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="gateway YAML whose judging section to use")
 
 
 def main(args: argparse.Namespace) -> int:
     """Runs the command: 0 when the file was read to its end (bad lines included), 2 on a usage error."""
     try:
-        judge = build([args.judge])[0]
-    except UnknownJudgeError as error:
+        judging = settings.load(args.config).judging if args.config is not None else None
+        judge = build([args.judge], judging)[0]
+    except (UnknownJudgeError, settings.ConfigError, ValueError) as error:
         print(f"medic-gateway evaluate: {error}", file=sys.stderr)
         return 2
     input_path = Path(args.input)
@@ -65,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"medic-gateway evaluate: {input_path}: no such file", file=sys.stderr)
         return 2
     with _opened(args.output) as output:
-        counts = asyncio.run(evaluate_file(judge, input_path, output))
+        counts = asyncio.run(_evaluate_and_close(judge, input_path, output))
     print(f"medic-gateway evaluate: {counts.summary()}", file=sys.stderr)
     return 0
 
@@ -77,6 +80,13 @@ def _opened(path: Path | str | None) -> Iterator[TextIO]:
         return
     with Path(path).open("w", encoding="utf-8") as file:
         yield file
+
+
+async def _evaluate_and_close(judge: Judge, input_path: Path, output: TextIO) -> Counts:
+    try:
+        return await evaluate_file(judge, input_path, output)
+    finally:
+        await judge.close()
 
 
 async def evaluate_file(judge: Judge, input_path: Path, output: TextIO) -> Counts:
@@ -143,7 +153,8 @@ def parse_record(line: bytes | str) -> Sample:
 
 
 def short_form(record: dict[str, Any]) -> Sample:
-    """The Sample for {"request", "response", "request_id"?, "model"?, "tenant"?} (a chat or text completion).
+    """The Sample for {"request", "response", "request_id"?, "model"?, "tenant"?, "task"?} (a chat or text
+    completion; "task" states the fidelity task: transform, grounded_qa or open).
 
     Choice text comes from choices[].message.content (chat) or choices[].text (completions); the model is the
     record's, else the request's, else the response's; a missing request id is generated; privacy is "raw".
@@ -162,6 +173,7 @@ def short_form(record: dict[str, Any]) -> Sample:
         operation="chat" if "messages" in request or "prompt" not in request else "text_completion",
         model=model,
         tenant=record.get("tenant") or "default",
+        task=record.get("task"),
         stream=request.get("stream") is True,
         privacy="raw",
         request=request,

@@ -17,3 +17,7 @@ class Judge(Protocol):
     async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
         """One list of results per sample, in order. Raising fails the whole batch (it is retried)."""
         ...
+
+    async def close(self) -> None:
+        """Releases what the judge holds (connection pools, engines); called once, when the worker stops."""
+        ...

@@ -218,6 +218,9 @@ class RefusalJudge:
     def applies(self, sample: Sample) -> bool:
         return sample.operation in OPERATIONS and sample.status == 200 and sample.output().strip() != ""
 
+    async def close(self) -> None:
+        """Nothing to release: rules in memory."""
+
     async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
         return [self.judge(sample) for sample in samples]
 

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 SAMPLE_VERSION = 1
 Privacy = Literal["raw", "pseudonymised", "encrypted"]
 Trigger = Literal["rate", "header", "policy", "probe"]
+# What the exchange asks of the model, as the client states it: rewrite a supplied source (summarise, write a
+# note, translate, extract), answer over supplied context, or answer an open question with no source.
+Task = Literal["transform", "grounded_qa", "open"]
 
 
 class Choice(BaseModel):
@@ -49,6 +52,7 @@ class Sample(BaseModel):
     traceparent: str | None = None  # W3C trace context of the evaluated request's span
     created_at: float = Field(default_factory=time.time)
     operation: str = "chat"
+    task: Task | None = None  # stated by the x-medic-task header or the model's configuration; None: judges infer it
     model: str
     upstream: str = ""
     upstream_model: str = ""

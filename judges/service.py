@@ -29,7 +29,7 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     queue = open_queue(config, redis_url)
     store = open_store(redis_url, config.results.ttl_s, config.results.sqlite_path)
     events = configure_events()
-    worker = Worker(queue, store, registry.build(config.worker.judges), JudgeMetrics(metrics_registry),
+    worker = Worker(queue, store, registry.build(config.worker.judges, config.judging), JudgeMetrics(metrics_registry),
                     worker_settings(config), decrypt_for(config), on_results=events.emit)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,6 +42,7 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
         await asyncio.gather(worker.run(stop), worker.watch_queue(stop))
     finally:
         await runner.cleanup()
+        await worker.close()
         await queue.close()
         await store.close()
         events.shutdown()

@@ -88,6 +88,10 @@ class Worker:
             task.add_done_callback(lambda _: slots.release())
         await self.drain()
 
+    async def close(self) -> None:
+        """Closes the judges (their connection pools, engines) once the batches in flight are done."""
+        await asyncio.gather(*(judge.close() for judge in self.judges))
+
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)

@@ -1,1 +1,1 @@
-"""Information-fidelity judges (docs/judges.md section 1): ``cef-lite`` on CPU from extracted clinical facts."""
+"""Information-fidelity judges (docs/judges.md section 1): ``cef-lite`` on CPU, ``cef-llm`` with a judge model."""

@@ -1,205 +1,142 @@
-"""The CPU fidelity judge ``cef-lite``: CEF's coverage, conformity and consistency from extracted facts.
+"""The CPU fidelity judge ``cef-lite``: CEF's scores from sentence alignment of clinical terms, without an LLM.
 
-docs/judges.md section 1. Source S is the material the user supplied (a long user message, the text after a
-marker such as "Note:" or "Summarise the following", fenced or quoted blocks, tool results), never the
-system prompt; candidate C is the assistant output without ``<think>`` blocks. Each fact of S stands for a
-source question QS and each fact of C for a candidate question QC; a text "answers" a fact when it holds a
-fact of the same (kind, key), and the answers agree when one of them has the same value and negation.
+docs/judges.md section 1. Each sentence of the source S stands for a source question ("does the text state
+this?") and each sentence of the candidate C for a candidate question. Sentences are sets of normalised
+terms (``judges.fidelity.text``). A candidate sentence is aligned to the source sentence that shares most of
+its terms, plus any other source sentence mostly contained in it (merged sentences); then
 
-    coverage    = 1 - omitted / |QS*|        (source facts C does not mention)
-    conformity  = 1 - contradicted / |QS*|   (source facts C states differently)
-    consistency = 1 - (unsupported + contradicted) / |QC*|   (candidate facts S does not back)
+* a candidate sentence all of whose terms the aligned source sentences hold: S answers YES;
+* one with terms S does not hold where the aligned source sentences hold terms C dropped, and which is
+  otherwise backed (at least as many terms held as not: a substitution of another drug, organism,
+  diagnosis, number, side, or a flipped negation): S answers NO;
+* one with terms S does not hold and nothing swapped out: S answers IDK (an unsupported addition);
+* a source sentence is answered by the candidate sentences aligned to it: IDK when they hold less than
+  half of its terms (omitted), NO when one of them is a substitution of it, YES otherwise.
 
-A score is null when its denominator is empty, and all three are null (label "not_applicable") when no
-source can be found: an open question has nothing to be faithful to. What this catches: substituted drugs,
-organisms, diagnoses and sides, wrong numbers and units, flipped negation. What it cannot judge: paraphrase
-outside its lexicons, entailment and reasoning; those need ``cef-llm``. Never merge the two series.
+The answers go through the same CEF formulas as the LLM judge (``judges.fidelity.cef``). What this catches:
+substituted entities and terms, wrong numbers and units, flipped negation, added claims. What it cannot
+judge: synonyms outside its abbreviation table, entailment and reasoning; those need ``cef-llm``. The two
+methods are different series and are never merged.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from judges.fidelity.facts import Fact, extract
+from judges.fidelity import cef
+from judges.fidelity.cef import Answer, Question
+from judges.fidelity.task import Task, applicable, classify
+from judges.fidelity.text import Statement, statements
 from judges.sample import Result, Sample
 
-OPERATIONS = frozenset({"chat", "text_completion"})
-SOURCE_MIN_WORDS = 40  # a user message this long is supplied material even without a marker
-MAX_EVIDENCE = 20
-INDICATORS = ("fidelity_coverage", "fidelity_conformity", "fidelity_consistency")
-SOURCE_ROLES = frozenset({"tool", "function"})
-Evidence = list[dict[str, Any]]
-
-THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
-# What follows one of these markers (to the end of the message) is material; what precedes is the instruction.
-MARKER = re.compile(
-    r"(?:\b(?:note|context|document|report|transcript|text|summary|discharge\s+summary|history)\s*:"
-    r"|\bsummari[sz]e\s+(?:the\s+)?following(?:\s+\w+){0,3}\s*:?)",
-    re.IGNORECASE,
-)
-BLOCK = re.compile(r"```[^\n]*\n?(.*?)```|\"\"\"(.*?)\"\"\"|“([^”]{80,})”|\"([^\"\n]{80,})\"", re.DOTALL)
+MERGED_SHARE = 0.6  # a further source sentence joins an alignment when this share of its terms is in C's sentence
+MENTIONED_SHARE = 0.5  # a source sentence is answered when its aligned candidate sentences hold this share
+EVIDENCE_TERMS = 8
 
 
 @dataclass(frozen=True, slots=True)
-class Scores:
-    """The three scores (None when not computable) and the mismatching facts behind them."""
+class Alignment:
+    """A candidate sentence, the source sentences aligned to it, and what does not match."""
 
-    coverage: float | None
-    conformity: float | None
-    consistency: float | None
-    omitted: tuple[dict[str, Any], ...] = ()  # evidence of coverage
-    contradicted: tuple[dict[str, Any], ...] = ()  # evidence of conformity
-    unsupported: tuple[dict[str, Any], ...] = ()  # evidence of consistency (unsupported or contradicting)
+    sentence: Statement
+    source: tuple[Statement, ...]  # primary first; empty when no source sentence shares a term
+    unsupported: frozenset[str]  # the candidate's terms the aligned source sentences do not hold
+    dropped: frozenset[str]  # the aligned source sentences' terms the candidate sentence does not hold
 
-
-def source_text(sample: Sample) -> str:
-    """The supplied material of a request ("" when there is none): tool results, marked or fenced parts of
-    user messages, and whole user messages of SOURCE_MIN_WORDS words or more. System prompts never count."""
-    parts: list[str] = []
-    for message in sample.messages():
-        role = message.get("role")
-        content = _content(message.get("content"))
-        if role in SOURCE_ROLES:
-            parts.append(content)
-        elif role == "user":
-            parts.append(_supplied(content))
-    prompt = sample.request.get("prompt")
-    if isinstance(prompt, str):
-        parts.append(_supplied(prompt))
-    return "\n".join(p for p in parts if p.strip())
+    @property
+    def substitution(self) -> bool:
+        """Terms swapped for others in a sentence that is otherwise backed (most of its terms held): a
+        sentence sharing only a word or two with the source is an addition, not a substitution."""
+        if not self.unsupported or not self.dropped:
+            return False
+        flipped = any(_flip(term) in self.dropped for term in self.unsupported)
+        return flipped or len(self.sentence.terms) - len(self.unsupported) >= len(self.unsupported)
 
 
-def candidate_text(sample: Sample) -> str:
-    """The output without reasoning blocks (an unclosed ``<think>`` hides the rest of the output)."""
-    text = sample.output()
-    if "</think>" in text and "<think>" not in text:  # servers that strip the opening tag
-        text = text.split("</think>", 1)[1]
-    return THINK.sub("", text).strip()
+def align(sentence: Statement, source: list[Statement]) -> Alignment:
+    """Align one candidate sentence to the source sentences (see the module docstring)."""
+    ranked = sorted(source, key=lambda s: (-len(s.terms & sentence.terms), len(s.terms - sentence.terms)))
+    if not ranked or not ranked[0].terms & sentence.terms:
+        return Alignment(sentence, (), sentence.terms, frozenset())
+    primary, chosen = ranked[0], [ranked[0]]
+    covered = set(primary.terms & sentence.terms)
+    for other in ranked[1:]:
+        shared = other.terms & sentence.terms
+        if shared - covered and len(shared) >= MERGED_SHARE * len(other.terms):
+            chosen.append(other)
+            covered |= shared
+    dropped = frozenset().union(*(s.terms for s in chosen)) - sentence.terms
+    return Alignment(sentence, tuple(chosen), sentence.terms - covered, dropped)
 
 
-def _content(content: Any) -> str:
-    """Message content as text: a string, or the text parts of a list of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+def _flip(term: str) -> str:
+    return term[3:] if term.startswith("no:") else f"no:{term}"
 
 
-def _supplied(content: str) -> str:
-    """The material inside one user message: fenced/quoted blocks, else after a marker, else all of a long one."""
-    blocks = [next(g for g in m.groups() if g is not None) for m in BLOCK.finditer(content)]
-    if blocks:
-        return "\n".join(blocks)
-    marker = MARKER.search(content)
-    if marker is not None and len(content[marker.end() :].split()) > 0:
-        return content[marker.end() :]
-    return content if len(content.split()) >= SOURCE_MIN_WORDS else ""
+def questions(source: list[Statement], candidate: list[Statement]) -> tuple[list[Question], list[Question]]:
+    """The answered source and candidate questions of one pair of texts."""
+    alignments = [align(sentence, source) for sentence in candidate]
+    candidate_questions = [_candidate_question(a) for a in alignments]
+    source_questions = [_source_question(s, [a for a in alignments if s in a.source]) for s in source]
+    return source_questions, candidate_questions
 
 
-def score(source: str, candidate: str) -> Scores:
-    """The three CEF scores of ``candidate`` against ``source`` (see the module docstring)."""
-    qs = _questions(extract(source))
-    qc = _questions(extract(candidate))
-    omitted, contradicted = _mismatches(qs, qc, "omitted", "contradicted")
-    unsupported, contradicting = _mismatches(qc, qs, "unsupported", "contradicts_source")
-    return Scores(
-        coverage=_ratio(len(omitted), len(qs)),
-        conformity=_ratio(len(contradicted), len(qs)),
-        consistency=_ratio(len(unsupported) + len(contradicting), len(qc)),
-        omitted=tuple(omitted[:MAX_EVIDENCE]),
-        contradicted=tuple(contradicted[:MAX_EVIDENCE]),
-        unsupported=tuple((unsupported + contradicting)[:MAX_EVIDENCE]),
-    )
+def _candidate_question(a: Alignment) -> Question:
+    on_source: Answer = "YES" if not a.unsupported else "NO" if a.substitution else "IDK"
+    detail = {"terms": _words(a.sentence, a.unsupported)}
+    if on_source == "NO":
+        detail["instead_of"] = [w for s in a.source for w in _words(s, a.dropped & s.terms)][:EVIDENCE_TERMS]
+    return Question(f"candidate sentence {a.sentence.index + 1}", on_source, "YES", detail)
 
 
-def _mismatches(questions: list[Fact], other: list[Fact], silent: str, differs: str) -> tuple[Evidence, Evidence]:
-    """The questions the other text does not answer (``silent``) and those it answers differently (``differs``)."""
-    unanswered: Evidence = []
-    different: Evidence = []
-    for fact in questions:
-        if _agrees(fact, other):
-            continue
-        answer = _answer(fact, other)
-        if answer is None:
-            unanswered.append(_evidence(silent, fact, None))
-        else:
-            different.append(_evidence(differs, fact, answer))
-    return unanswered, different
+def _source_question(sentence: Statement, aligned: list[Alignment]) -> Question:
+    held = frozenset().union(*(a.sentence.terms for a in aligned)) & sentence.terms
+    swapped = [a for a in aligned if a.substitution and a.dropped & sentence.terms]
+    on_candidate: Answer
+    if swapped:
+        on_candidate = "NO"
+        detail = {"terms": _words(sentence, swapped[0].dropped), "instead": _words(swapped[0].sentence,
+                  swapped[0].unsupported)}  # fmt: skip
+    elif len(held) < MENTIONED_SHARE * len(sentence.terms):
+        on_candidate = "IDK"
+        detail = {"terms": _words(sentence, sentence.terms - held)}
+    else:
+        on_candidate, detail = "YES", {}
+    return Question(f"source sentence {sentence.index + 1}", "YES", on_candidate, detail)
 
 
-def _questions(facts: list[Fact]) -> list[Fact]:
-    """One question per distinct statement: repeating a fact in another sentence does not weigh it more."""
-    seen: dict[tuple[str, str, str, bool], Fact] = {}
-    for fact in facts:
-        seen.setdefault((fact.kind, fact.key, fact.value, fact.negated), fact)
-    return list(seen.values())
+def _words(sentence: Statement, terms: frozenset[str]) -> list[str]:
+    """Up to EVIDENCE_TERMS of ``terms`` as written, in sentence order ("no " before negated ones)."""
+    ordered = [t for t in sentence.words if t in terms][:EVIDENCE_TERMS]
+    return [f"no {sentence.words[t]}" if t.startswith("no:") else sentence.words[t] for t in ordered]
 
 
-def _agrees(fact: Fact, other: list[Fact]) -> bool:
-    return any(
-        o.kind == fact.kind and o.key == fact.key and o.value == fact.value and o.negated == fact.negated for o in other
-    )
-
-
-def _answer(fact: Fact, other: list[Fact]) -> str | None:
-    """How the other text states the fact's (kind, key): its value ("no" prefix when negated), None if silent."""
-    for o in other:
-        if o.kind == fact.kind and o.key == fact.key:
-            return f"no {o.value}" if o.negated else o.value
-    return None
-
-
-def _evidence(mismatch: str, fact: Fact, answer: str | None) -> dict[str, Any]:
-    """A short record of one mismatching fact: never the sentence it came from."""
-    value = f"no {fact.value}" if fact.negated else fact.value
-    return {"mismatch": mismatch, "kind": fact.kind, "key": fact.key, "value": value, "other": answer}
-
-
-def _ratio(bad: int, total: int) -> float | None:
-    return None if total == 0 else 1.0 - bad / total
+def score(task: Task) -> cef.Scores:
+    """The CEF scores of one task's candidate against its source."""
+    source_questions, candidate_questions = questions(statements(task.source), statements(task.candidate))
+    return cef.scores(task, source_questions, candidate_questions)
 
 
 class CefLiteJudge:
-    """Judge "cef-lite": per sample, the results "fidelity_coverage", "fidelity_conformity" and
-    "fidelity_consistency" (method "cef-lite/1"), each with the mismatching facts as evidence.
-
-    Applies to chat and text completions answered with status 200, with a non-empty output and a source
-    (``source_text``). A sample it does not apply to still gets three results from ``judge``, all null.
-    """
+    """Judge "cef-lite" (method "cef-lite/2"): the four fidelity results per sample (docs/judges.md)."""
 
     name: str = "cef-lite"
-    method: str = "cef-lite/1"
+    method: str = "cef-lite/2"
     batch_size: int = 32
 
     def applies(self, sample: Sample) -> bool:
-        if sample.operation not in OPERATIONS or sample.status != 200 or not candidate_text(sample):
-            return False
-        return source_text(sample) != ""
+        return applicable(sample)
+
+    async def close(self) -> None:
+        """Nothing to release: rules in memory."""
 
     async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
         return [self.judge(sample) for sample in samples]
 
     def judge(self, sample: Sample) -> list[Result]:
-        """The three results for one sample (synchronous: pure CPU, about a millisecond per note)."""
+        """The results for one sample (synchronous: pure CPU, about a millisecond per note)."""
         started = time.perf_counter()
-        scores = score(source_text(sample), candidate_text(sample)) if self.applies(sample) else None
-        common: dict[str, Any] = {
-            "request_id": sample.request_id,
-            "traceparent": sample.traceparent,
-            "method": self.method,
-            "model": sample.model,
-            "tenant": sample.tenant,
-            "judge_latency_s": time.perf_counter() - started,
-        }
-        if scores is None:
-            return [Result(indicator=i, score=None, label="not_applicable", **common) for i in INDICATORS]
-        values = (scores.coverage, scores.conformity, scores.consistency)
-        evidence = (scores.omitted, scores.contradicted, scores.unsupported)
-        return [
-            Result(indicator=i, score=v, label=None if v is not None else "not_computable", evidence=list(e), **common)
-            for i, v, e in zip(INDICATORS, values, evidence, strict=True)
-        ]
+        task = classify(sample) if applicable(sample) else None
+        found = score(task) if task is not None else None
+        return cef.results(sample, self.method, task, found, time.perf_counter() - started)

@@ -72,6 +72,19 @@ def test_route_to_unknown_upstream_is_named(tmp_path: Path) -> None:
         settings.load(path)
 
 
+def test_model_task_is_loaded_and_defaults_to_none(tmp_path: Path) -> None:
+    config = settings.load(write(tmp_path, GOOD.replace("  clinical:\n", "  clinical:\n    task: grounded_qa\n")))
+    assert config.models["clinical"].task == "grounded_qa"
+    assert settings.load(write(tmp_path, GOOD)).models["clinical"].task is None
+
+
+def test_an_unknown_task_value_names_key_line_and_the_allowed_values(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("  clinical:\n", "  clinical:\n    task: summarise\n"))
+    with pytest.raises(ConfigError) as info:
+        settings.load(path)
+    assert str(info.value) == f"{path}:15: models.clinical.task: Input should be 'transform', 'grounded_qa' or 'open'"
+
+
 def test_secret_in_file_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("api_key_env: OPENAI_API_KEY", "api_key: sk-live-123"))
     with pytest.raises(ConfigError, match=r"gateway.yaml:\d+: upstreams.openai.api_key: Extra inputs"):

@@ -87,6 +87,54 @@ def test_embedded_every_request_is_judged_and_served_with_evidence(
     assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), check
 
 
+SUMMARY_NOTE = (
+    "Started furosemide 40 mg twice daily. Potassium was 3.1 on admission. She denies chest pain. "
+    "The left knee is swollen. Urine culture grew Escherichia coli."
+)
+
+
+def summarise(gw: GatewayServer) -> str:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": f"Summarise the following note:\n{SUMMARY_NOTE}"}]
+    )
+    return raw.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("judge_model", [False, True], ids=["cef-lite", "cef-llm"])
+def test_fidelity_is_judged_on_live_traffic_with_the_configured_method(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path,
+    judge_model: bool,
+) -> None:  # fmt: skip
+    from judges.config import JudgingConfig
+    from judges.fidelity.backends import JudgeLLMConfig
+    from tests.fakes.judge import FakeJudge
+
+    fake = fake_upstream()
+    fake.script("/v1/chat/completions", Json(chat_completion(SUMMARY_NOTE.replace("40 mg", "80 mg"))))
+    judge = FakeJudge().start()
+    config = sampled(fake, tmp_path)
+    if judge_model:
+        config = config.model_copy(
+            update={"judging": JudgingConfig(llm=JudgeLLMConfig(model="j", base_url=judge.base_url))}
+        )
+    try:
+        gw = gateway(config)
+        request_id = summarise(gw)
+        wait_until(lambda: len(evaluations(gw, request_id)) == 6)
+        text = gw.metrics()
+    finally:
+        judge.stop()
+    results = {r["indicator"]: r for r in evaluations(gw, request_id)}
+    conformity = results["fidelity_conformity"]
+    assert conformity["score"] is not None and conformity["score"] < 1.0 and conformity["evidence"]
+    assert conformity["method"].startswith("cef-llm/j/" if judge_model else "cef-lite/2")
+    assert results["fidelity_coverage"]["label"] == "transform"
+    assert http.metric(text, "medic_judges_score_count", indicator="fidelity_conformity", model="m",
+                       method=conformity["method"]) == 1  # fmt: skip
+    assert (len(judge.calls) == 22) is judge_model
+
+
 def test_sampling_rate_zero_judges_nothing_and_header_forces_a_sample(
     fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path
 ) -> None:
@@ -240,6 +288,9 @@ async def test_poison_samples_end_in_the_dead_letter_stream(redis_server: RedisS
 
         def applies(self, sample: Sample) -> bool:
             return True
+
+        async def close(self) -> None:
+            pass
 
         async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
             if any("poison" in s.output() for s in samples):

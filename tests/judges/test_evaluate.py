@@ -150,13 +150,14 @@ def test_main_writes_results_and_a_summary(tmp_path: Path, capsys: pytest.Captur
 
 def test_main_writes_to_stdout_without_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = write(tmp_path / "records.jsonl", short(REFUSAL))
-    assert evaluate.main(argparse.Namespace(judge="refusal", input=records, output=None)) == 0
+    assert evaluate.main(argparse.Namespace(judge="refusal", input=records, output=None, config=None)) == 0
     assert [r.indicator for r in results(capsys.readouterr().out)] == ["refusal", "response_length"]
 
 
 def test_main_rejects_an_unknown_judge_and_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = write(tmp_path / "records.jsonl", short(REFUSAL))
-    assert evaluate.main(argparse.Namespace(judge="nope", input=records, output=None)) == 2
-    assert "unknown judge 'nope'; known: refusal" in capsys.readouterr().err
-    assert evaluate.main(argparse.Namespace(judge="refusal", input=tmp_path / "missing.jsonl", output=None)) == 2
+    assert evaluate.main(argparse.Namespace(judge="nope", input=records, output=None, config=None)) == 2
+    assert "unknown judge 'nope'; known: cef-lite, cef-llm, cef-llm-batch, fidelity, refusal" in capsys.readouterr().err
+    missing = argparse.Namespace(judge="refusal", input=tmp_path / "missing.jsonl", output=None, config=None)
+    assert evaluate.main(missing) == 2
     assert "no such file" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""CefLiteJudge: fact extraction, the three CEF scores on faithful and corrupted summaries, and applicability."""
+"""cef-lite: clinical terms and negation, sentence alignment, the CEF scores on faithful and corrupted notes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from judges.fidelity.facts import Fact, extract
-from judges.fidelity.lite import CefLiteJudge, score
+from judges.fidelity.lite import CefLiteJudge
+from judges.fidelity.text import statements
 from judges.sample import Choice, Response, Result, Sample
 
 NOTE = (
@@ -15,133 +15,120 @@ NOTE = (
     "with swelling of the left knee. She denies chest pain and fever. K 3.1, BP 150/90. "
     "Started furosemide 40 mg twice daily. Urine culture grew Escherichia coli."
 )
+# The same facts as clinicians write them: abbreviations, a merged sentence, reordered clauses.
 FAITHFUL = (
-    "72 yo pt w/ h/o HTN and DM seen in ED for L knee swelling. No CP, no fever. "
-    "K 3.1 and BP 150/90. Furosemide 40 mg b.i.d. started. Urine culture: E. coli."
+    "72 yo pt w/ h/o HTN and DM presented to ED with swelling of the L knee. K 3.1, BP 150/90. "
+    "She denies CP and fever. Started furosemide 40 mg b.i.d.; urine culture grew E. coli."
 )
 
 
-def sample(output: str, user: str | None = None, **request: Any) -> Sample:
+def sample(output: str, user: str | None = None, task: Any = None, **request: Any) -> Sample:
     messages = [{"role": "system", "content": "You are a careful clinical assistant."}]
     if user is not None:
         messages.append({"role": "user", "content": user})
     return Sample(
         request_id="r1",
         model="m",
+        task=task,
         request={"messages": messages, **request},
         response=Response(choices=[Choice(content=output)]),
     )
 
 
-def by_indicator(results: list[Result]) -> dict[str, Result]:
+def judged(candidate: str, source: str = NOTE) -> dict[str, Result]:
+    results = CefLiteJudge().judge(sample(candidate, f"Summarise the following note:\n{source}"))
     return {r.indicator: r for r in results}
 
 
-def judged(candidate: str, source: str = NOTE) -> dict[str, Result]:
-    return by_indicator(CefLiteJudge().judge(sample(candidate, f"Summarise the following note:\n{source}")))
+def scores(results: dict[str, Result]) -> tuple[float | None, ...]:
+    return tuple(results[f"fidelity_{n}"].score for n in ("coverage", "conformity", "consistency"))
 
 
-def test_extracts_clinical_facts_with_abbreviations_and_negation() -> None:
-    facts = {(f.kind, f.key, f.value, f.negated) for f in extract(FAITHFUL)}
-    assert ("dose", "furosemide", "40 mg", False) in facts
-    assert ("frequency", "furosemide", "bid", False) in facts
-    assert ("finding", "chest pain", "present", True) in facts
-    assert ("diagnosis", "hypertension", "present", False) in facts
-    assert ("laterality", "knee", "left", False) in facts
-    assert ("lab", "k", "3.1", False) in facts
-    assert ("lab", "bp", "150/90", False) in facts
-    assert ("organism", "escherichia coli", "present", False) in facts
-    assert ("age", "age", "72", False) in facts
+def test_terms_expand_abbreviations_and_carry_negation() -> None:
+    (first,) = statements("Pt w/o CP; denies fever, has cough. Pneumonia was ruled out.")[:1]
+    assert {"no:chest", "no:pain", "no:fever"} <= first.terms
+    assert "cough" in first.terms or "no:cough" in first.terms
+    second = statements("Pt w/o CP; denies fever, has cough. Pneumonia was ruled out.")[1]
+    assert "no:pneumonia" in second.terms
+    assert statements("Patient without chest pain.")[0].terms == statements("pt w/o CP.")[0].terms
 
 
-def test_negation_stays_in_its_clause_and_left_as_a_verb_is_no_side() -> None:
-    facts = {(f.kind, f.key, f.negated) for f in extract("No fever but chest pain today. She left the clinic.")}
-    assert ("finding", "fever", True) in facts
-    assert ("finding", "chest pain", False) in facts
-    assert not [f for f in extract("She left the clinic.") if f.kind == "laterality"]
+def test_negation_scope_ends_at_a_clause_break() -> None:
+    (only,) = statements("No fever but chest pain today.")
+    assert {"no:fever", "chest", "pain"} <= only.terms
 
 
-def test_drug_suffixes_and_dates_are_detected() -> None:
-    facts = extract("Switched to apixaban on 2024-03-01; continue atorvastatin and lisinopril.")
-    drugs = {f.key for f in facts if f.kind == "drug"}
-    assert drugs == {"apixaban", "atorvastatin", "lisinopril"}
-    assert Fact("date", "date", "2024-03-01", False, 0) in facts
+def test_numbers_keep_their_value_and_sides_their_side() -> None:
+    (only,) = statements("Furosemide 40.0 mg for the L knee, K 3.10.")
+    assert {"40", "mg", "left", "knee", "potassium", "3.1"} <= only.terms
 
 
-def test_faithful_paraphrase_with_abbreviations_scores_high() -> None:
+def test_faithful_rewrite_with_abbreviations_and_merged_sentences_scores_one() -> None:
     results = judged(FAITHFUL)
-    for indicator in ("fidelity_coverage", "fidelity_conformity", "fidelity_consistency"):
-        result = results[indicator]
-        assert result.score is not None and result.score >= 0.9, (indicator, result.evidence)
-        assert result.method == "cef-lite/1"
-
-
-# Four facts (side, drug, dose, negated finding): one error costs 1/4. CEF scores are shares, so in a note with
-# N facts one contradiction costs 1/N; test_one_error_in_a_long_note_still_shows covers the long case.
-SHORT_NOTE = "Left leg: furosemide 40 mg. No chest pain."
+    assert scores(results) == (1.0, 1.0, 1.0)
+    assert results["fidelity_conformity"].method == "cef-lite/2"
+    assert results["fidelity_conformity"].label == "transform"
 
 
 @pytest.mark.parametrize(
-    ("candidate", "kind", "key"),
+    ("old", "new", "source_words", "candidate_words"),
     [
-        ("Left leg: furosemide 400 mg. No chest pain.", "dose", "furosemide"),
-        ("Left leg: furosemide 40 mg. Chest pain.", "finding", "chest pain"),
-        ("Right leg: furosemide 40 mg. No chest pain.", "laterality", "leg"),
+        ("40 mg", "400 mg", ["40"], ["400"]),  # wrong number
+        ("L knee", "R knee", ["left"], ["right"]),  # wrong side
+        ("denies CP and", "has CP and denies", ["no chest", "no pain"], ["chest", "pain"]),  # flipped negation
+        ("E. coli", "Klebsiella", ["escherichia", "coli"], ["klebsiella"]),  # substituted organism
     ],
 )
-def test_contradiction_lowers_conformity_and_consistency(candidate: str, kind: str, key: str) -> None:
-    results = judged(candidate, SHORT_NOTE)
-    conformity = results["fidelity_conformity"]
-    assert conformity.score is not None and conformity.score < 0.8
-    consistency = results["fidelity_consistency"].score
-    assert consistency is not None and consistency < 0.8
-    assert [(e["kind"], e["key"]) for e in conformity.evidence] == [(kind, key)]
+def test_a_substitution_is_a_contradiction(
+    old: str, new: str, source_words: list[str], candidate_words: list[str]
+) -> None:
+    results = judged(FAITHFUL.replace(old, new))
+    _, conformity, consistency = scores(results)
+    assert conformity is not None and conformity < 1.0
+    assert consistency is not None and consistency < 1.0
+    (contradicted,) = results["fidelity_conformity"].evidence
+    assert contradicted["mismatch"] == "contradicted"
+    assert set(source_words) <= set(contradicted["terms"])
+    assert set(candidate_words) <= set(contradicted["instead"])
+
+
+def test_an_added_claim_is_unsupported_not_a_contradiction() -> None:
+    results = judged(FAITHFUL + " Started on vancomycin for MRSA.")
+    assert scores(results) == (1.0, 1.0, 0.8)
+    (unsupported,) = results["fidelity_consistency"].evidence
+    assert unsupported["on_source"] == "IDK"
+    assert {"vancomycin", "mrsa"} <= set(unsupported["terms"])
+
+
+def test_an_omission_lowers_coverage_only() -> None:
+    results = judged("K 3.1, BP 150/90. Started furosemide 40 mg twice daily.")
+    coverage, conformity, consistency = scores(results)
+    assert coverage == pytest.approx(2 / 5)
+    assert (conformity, consistency) == (1.0, 1.0)
+    assert [e["question"] for e in results["fidelity_coverage"].evidence] == [
+        "source sentence 1", "source sentence 2", "source sentence 5",
+    ]  # fmt: skip
 
 
 def test_one_error_in_a_long_note_still_shows() -> None:
+    long_note = " ".join([NOTE] * 6)
+    results = judged(long_note.replace("Escherichia coli", "Proteus mirabilis", 1), long_note)
+    conformity = results["fidelity_conformity"].score
+    assert conformity is not None and 0.9 < conformity < 1.0
+
+
+def test_conciseness_is_the_share_of_words_saved() -> None:
+    results = judged("Knee swelling.")
+    assert results["fidelity_conciseness"].score == pytest.approx((len(NOTE.split()) - 2) / len(NOTE.split()))
+
+
+def test_evidence_is_terms_and_question_numbers_not_sentences() -> None:
     results = judged(FAITHFUL.replace("40 mg", "400 mg"))
-    conformity = results["fidelity_conformity"]
-    assert conformity.score is not None and conformity.score < 1.0
-    assert [(e["key"], e["value"], e["other"]) for e in conformity.evidence] == [("furosemide", "40 mg", "400 mg")]
-
-
-def test_faithful_short_note_is_not_penalised() -> None:
-    results = judged("Pt denies CP. Furosemide 40 mg given for the L leg.", SHORT_NOTE)
-    assert {r.indicator: r.score for r in results.values()} == {
-        "fidelity_coverage": 1.0,
-        "fidelity_conformity": 1.0,
-        "fidelity_consistency": 1.0,
-    }
-
-
-def test_substituted_drug_lowers_consistency_and_names_the_drug() -> None:
-    results = judged("Left leg: torsemide 40 mg. No chest pain.", SHORT_NOTE)
-    consistency = results["fidelity_consistency"]
-    assert consistency.score is not None and consistency.score < 0.8
-    assert {"mismatch": "unsupported", "kind": "drug", "key": "torsemide", "value": "present", "other": None} in (
-        consistency.evidence
-    )
-    assert any(e["key"] == "furosemide" for e in results["fidelity_coverage"].evidence)
-
-
-def test_omitted_fact_lowers_coverage_only() -> None:
-    results = judged("Left leg: furosemide 40 mg.", SHORT_NOTE)
-    coverage = results["fidelity_coverage"]
-    assert coverage.score is not None and coverage.score < 1.0
-    assert results["fidelity_conformity"].score == 1.0
-    assert results["fidelity_consistency"].score == 1.0
-    assert coverage.evidence == [
-        {"mismatch": "omitted", "kind": "finding", "key": "chest pain", "value": "no present", "other": None}
-    ]
-
-
-def test_evidence_is_facts_not_sentences() -> None:
-    results = judged("Left leg: furosemide 400 mg. No chest pain.", SHORT_NOTE)
-    evidence = results["fidelity_conformity"].evidence
-    assert evidence == [
-        {"mismatch": "contradicted", "kind": "dose", "key": "furosemide", "value": "40 mg", "other": "400 mg"}
-    ]
-    assert all(len(str(v)) < 40 for e in evidence for v in e.values())
+    for result in results.values():
+        for record in result.evidence:
+            assert set(record) <= {"mismatch", "question", "on_source", "on_candidate", "terms", "instead",
+                                   "instead_of"}  # fmt: skip
+            assert all(len(word) < 30 for key in ("terms", "instead", "instead_of") for word in record.get(key, []))
 
 
 def test_open_question_is_not_applicable() -> None:
@@ -149,8 +136,26 @@ def test_open_question_is_not_applicable() -> None:
     open_question = sample("Metformin is first line for type 2 diabetes.", "What is first line for diabetes?")
     assert not judge.applies(open_question)
     results = judge.judge(open_question)
-    assert [r.score for r in results] == [None, None, None]
+    assert [r.score for r in results] == [None, None, None, None]
     assert {r.label for r in results} == {"not_applicable"}
+
+
+def test_grounded_question_scores_conformity_and_consistency_but_not_coverage() -> None:
+    question = sample("Started furosemide 40 mg twice daily.", f"Context: {NOTE}\n\nWhat diuretic was started?")
+    results = {r.indicator: r for r in CefLiteJudge().judge(question)}
+    assert results["fidelity_coverage"].score is None
+    assert results["fidelity_coverage"].label == "not_applicable"
+    assert results["fidelity_conformity"].score == 1.0
+    assert results["fidelity_consistency"].score == 1.0
+    assert results["fidelity_consistency"].label == "grounded_qa"
+
+
+def test_the_stated_task_overrides_the_inferred_one() -> None:
+    inferred = sample(FAITHFUL, f"Anything to add?\nContext: {NOTE}")
+    stated = sample(FAITHFUL, f"Anything to add?\nContext: {NOTE}", task="transform")
+    assert {r.indicator: r.score for r in CefLiteJudge().judge(inferred)}["fidelity_coverage"] is None
+    assert {r.indicator: r.score for r in CefLiteJudge().judge(stated)}["fidelity_coverage"] == 1.0
+    assert not CefLiteJudge().applies(sample(FAITHFUL, f"Context: {NOTE}", task="open"))
 
 
 def test_system_prompt_alone_is_no_source() -> None:
@@ -162,28 +167,44 @@ def test_system_prompt_alone_is_no_source() -> None:
 def test_sources_from_long_messages_fences_and_tools() -> None:
     judge = CefLiteJudge()
     assert judge.applies(sample("ok", " ".join(["word"] * 45)))
-    assert judge.applies(sample("ok", f"Tidy this up:\n```\n{SHORT_NOTE}\n```"))
+    assert judge.applies(sample("ok", f"Tidy this up:\n```\n{NOTE}\n```"))
     tool = sample("ok", "What did the lab say?")
     tool.request["messages"].append({"role": "tool", "content": "K 3.1"})
     assert judge.applies(tool)
 
 
 def test_reasoning_blocks_are_not_the_candidate() -> None:
-    output = "<think>maybe 400 mg of torsemide</think>Left leg: furosemide 40 mg. No chest pain."
-    results = judged(output, SHORT_NOTE)
-    assert [r.score for r in results.values()] == [1.0, 1.0, 1.0]
+    results = judged(f"<think>maybe 400 mg of torsemide</think>{FAITHFUL}")
+    assert scores(results) == (1.0, 1.0, 1.0)
 
 
-def test_no_candidate_facts_makes_consistency_null() -> None:
-    results = score(SHORT_NOTE, "Please see the note.")
-    assert results.consistency is None
-    assert results.coverage == 0.0
+def test_a_candidate_without_content_terms_makes_consistency_null() -> None:
+    results = judged("Please see the note.")
+    assert results["fidelity_consistency"].score is None
+    assert results["fidelity_consistency"].label == "not_computable"
+    assert results["fidelity_coverage"].score == 0.0
 
 
-async def test_evaluate_returns_three_results_per_sample() -> None:
+async def test_evaluate_returns_four_results_per_sample() -> None:
     judge = CefLiteJudge()
     samples = [sample(FAITHFUL, f"Note: {NOTE}"), sample("Hello.", "Hi")]
     results = await judge.evaluate(samples)
-    assert [len(r) for r in results] == [3, 3]
+    assert [len(r) for r in results] == [4, 4]
     assert results[1][0].score is None
-    assert (judge.name, judge.method, judge.batch_size) == ("cef-lite", "cef-lite/1", 32)
+    assert (judge.name, judge.method, judge.batch_size) == ("cef-lite", "cef-lite/2", 32)
+
+
+def test_a_new_clause_after_a_comma_ends_the_negation_but_a_list_does_not() -> None:
+    (merged,) = statements("No guarding or rebound, and colonoscopy showed cobblestone mucosa.")
+    assert {"no:guard", "no:rebound", "colonoscopi", "cobbleston"} <= merged.terms
+    (listed,) = statements("No fever, chills, and night sweats.")
+    assert {"no:fever", "no:chill", "no:night", "no:sweat"} <= listed.terms
+
+
+def test_the_source_starts_after_the_last_of_consecutive_markers() -> None:
+    from judges.fidelity.task import source_text
+
+    note = "Summarise the following note for the handover.\n\nNote:\nFever and cough for 3 days."
+    assert source_text(sample("ok", note)) == "\nFever and cough for 3 days."
+    quoted = f'Note: He said "{"x " * 50}" and left.'
+    assert source_text(sample("ok", quoted)).startswith(" He said")

@@ -1,0 +1,104 @@
+"""The Cross-Examination Framework's scores from answered questions, shared by every fidelity method.
+
+docs/judges.md section 1 (the 2026 version). Source questions QS are phrased so that S answers YES and
+candidate questions QC so that C answers YES; each is answered on both texts with YES, NO or IDK:
+
+    QS* = {q in QS : a(q,S) in {YES,NO}}          QC* = {q in QC : a(q,C) in {YES,NO}}
+    coverage    = 1 - |{q in QS* : a(q,C) = IDK}| / |QS*|                     (source facts omitted)
+    conformity  = 1 - |{q in QS* : a(q,C) not in {IDK, a(q,S)}}| / |QS*|       (source facts contradicted)
+    consistency = 1 - |{q in QC* : a(q,S) != a(q,C)}| / |QC*|                  (candidate claims unsupported)
+    conciseness = (words(S) - words(C)) / words(S)
+
+An empty QS* or QC* makes its scores null. A grounded-QA sample gets a null coverage and conciseness (the
+answer is not meant to restate the context); an open question gets no scores at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from judges.fidelity.task import Task
+from judges.sample import Result, Sample
+
+Answer = Literal["YES", "NO", "IDK"]
+ANSWERS: tuple[Answer, ...] = ("YES", "NO", "IDK")
+INDICATORS = ("fidelity_coverage", "fidelity_conformity", "fidelity_consistency", "fidelity_conciseness")
+MAX_EVIDENCE = 20
+
+
+@dataclass(slots=True)
+class Question:
+    """One closed question and its answers on the source and on the candidate."""
+
+    text: str  # the question, or for cef-lite the statement it stands for
+    on_source: Answer
+    on_candidate: Answer
+    detail: dict[str, Any] = field(default_factory=dict)  # method-specific evidence (terms, judge answers)
+
+    def record(self, mismatch: str) -> dict[str, Any]:
+        return {"mismatch": mismatch, "question": self.text, "on_source": self.on_source,
+                "on_candidate": self.on_candidate, **self.detail}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    coverage: float | None
+    conformity: float | None
+    consistency: float | None
+    conciseness: float | None
+    omitted: list[dict[str, Any]]
+    contradicted: list[dict[str, Any]]
+    unsupported: list[dict[str, Any]]
+
+
+def scores(task: Task, source_questions: list[Question], candidate_questions: list[Question]) -> Scores:
+    """The CEF scores of one sample from its answered questions (see the module docstring)."""
+    qs = [q for q in source_questions if q.on_source != "IDK"]
+    qc = [q for q in candidate_questions if q.on_candidate != "IDK"]
+    omitted = [q for q in qs if q.on_candidate == "IDK"]
+    contradicted = [q for q in qs if q.on_candidate not in ("IDK", q.on_source)]
+    unsupported = [q for q in qc if q.on_source != q.on_candidate]
+    transform = task.kind == "transform"
+    return Scores(
+        coverage=_ratio(len(omitted), len(qs)) if transform else None,
+        conformity=_ratio(len(contradicted), len(qs)),
+        consistency=_ratio(len(unsupported), len(qc)),
+        conciseness=conciseness(task.source, task.candidate) if transform else None,
+        omitted=[q.record("omitted") for q in omitted[:MAX_EVIDENCE]] if transform else [],
+        contradicted=[q.record("contradicted") for q in contradicted[:MAX_EVIDENCE]],
+        unsupported=[q.record("unsupported") for q in unsupported[:MAX_EVIDENCE]],
+    )
+
+
+def conciseness(source: str, candidate: str) -> float | None:
+    words = len(source.split())
+    return None if words == 0 else (words - len(candidate.split())) / words
+
+
+def results(sample: Sample, method: str, task: Task | None, found: Scores | None, latency_s: float) -> list[Result]:
+    """The four fidelity results of one sample: null with label "not_applicable" when ``found`` is None,
+    null with "not_computable" when a denominator was empty."""
+    common: dict[str, Any] = {
+        "request_id": sample.request_id, "traceparent": sample.traceparent, "method": method,
+        "model": sample.model, "tenant": sample.tenant, "judge_latency_s": latency_s,
+    }  # fmt: skip
+    if found is None or task is None:
+        return [Result(indicator=i, score=None, label="not_applicable", **common) for i in INDICATORS]
+    values = (found.coverage, found.conformity, found.consistency, found.conciseness)
+    evidence: tuple[list[dict[str, Any]], ...] = (found.omitted, found.contradicted, found.unsupported, [])
+    out = []
+    for indicator, value, records in zip(INDICATORS, values, evidence, strict=True):
+        label = task.kind if value is not None else _null_label(task, indicator)
+        out.append(Result(indicator=indicator, score=value, label=label, evidence=records, **common))
+    return out
+
+
+def _null_label(task: Task, indicator: str) -> str:
+    if task.kind == "grounded_qa" and indicator in ("fidelity_coverage", "fidelity_conciseness"):
+        return "not_applicable"
+    return "not_computable"
+
+
+def _ratio(bad: int, total: int) -> float | None:
+    return None if total == 0 else 1.0 - bad / total

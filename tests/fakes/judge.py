@@ -1,0 +1,145 @@
+"""A fake judge model behind a real OpenAI-compatible endpoint on loopback, for the LLM judges' tests and bench.
+
+It serves ``POST /v1/chat/completions`` as a vLLM server would for the fidelity prompts, recognising the
+call by its ``response_format.json_schema.name``:
+
+* ``cef_questions``: one question per sentence of the TEXT ("Does the text state that <sentence>?"), as
+  many as the schema's minItems, cycling through the sentences;
+* ``cef_answer`` / ``cef_answers``: YES when every word of the question's statement is in the TEXT, IDK
+  when fewer than half are, NO otherwise: a crude reader, but one that answers the way the protocol says.
+
+Knobs: ``latency_s`` per call; ``fail_next(n, status)`` answers the next n calls with an HTTP error;
+``garbage_next(n, body)`` answers them with a 200 whose content is ``body``; ``answers`` overrides every
+answer. It records the calls, their schema names, the messages, and the most calls it had in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+STATEMENT = re.compile(r"Does the text state that (.*)\?$")
+
+
+@dataclass
+class Call:
+    schema: str
+    messages: list[dict[str, Any]]
+
+
+@dataclass
+class FakeJudge:
+    latency_s: float = 0.0
+    answers: str | None = None  # when set, every answer is this string (it may be invalid on purpose)
+    calls: list[Call] = field(default_factory=list)
+    max_in_flight: int = 0
+    port: int = 0
+    _in_flight: int = 0
+    _failures: list[tuple[int, bytes | None]] = field(default_factory=list)  # (status, 200 body) per next call
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        self._failures += [(status, None)] * n
+
+    def garbage_next(self, n: int, body: str = "certainly! the answer is yes") -> None:
+        self._failures += [(200, body.encode())] * n
+
+    def schemas(self) -> list[str]:
+        return [c.schema for c in self.calls]
+
+    # ----------------------------------------------------------------------------------------- server
+
+    def start(self) -> FakeJudge:
+        ready = threading.Event()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True, name="fake-judge")
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        """Stops the server (a second call does nothing)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        schema = body["response_format"]["json_schema"]
+        self.calls.append(Call(schema["name"], body["messages"]))
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            if self._failures:
+                status, garbage = self._failures.pop(0)
+                if garbage is None:
+                    error = {"error": {"message": "judge overloaded", "type": "server_error", "code": None}}
+                    return web.json_response(error, status=status)
+                return _completion(body, garbage.decode())
+            content = self._reply(schema["name"], schema["schema"], body["messages"][-1]["content"])
+            return _completion(body, orjson.dumps(content).decode())
+        finally:
+            self._in_flight -= 1
+
+    def _reply(self, name: str, schema: dict[str, Any], prompt: str) -> dict[str, Any]:
+        text, _, rest = prompt.removeprefix("TEXT:\n").partition("\n\nQUESTION")
+        if name == "cef_questions":
+            n = schema["properties"]["questions"]["minItems"]
+            sentences = [s.strip().rstrip(".") for s in SENTENCE.split(text) if WORD.search(s.lower())]
+            return {"questions": [f"Does the text state that {sentences[i % len(sentences)]}?" for i in range(n)]}
+        if name == "cef_answer":
+            return {"answer": _read(text, rest.removeprefix(": ")) if self.answers is None else self.answers}
+        questions = [line.split(". ", 1)[1] for line in rest.removeprefix("S:\n").splitlines() if ". " in line]
+        return {"answers": [_read(text, q) if self.answers is None else self.answers for q in questions]}
+
+
+def _read(text: str, question: str) -> str:
+    match = STATEMENT.match(question.strip())
+    words = set(WORD.findall((match.group(1) if match else question).lower()))
+    held = words & set(WORD.findall(text.lower()))
+    if held == words:
+        return "YES"
+    return "IDK" if len(held) < len(words) / 2 else "NO"
+
+
+def _completion(request: dict[str, Any], content: str) -> web.Response:
+    """A chat.completion; token counts are word counts, near enough for reporting tokens per sample."""
+    prompt = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
+    words = len(content.split())
+    return web.json_response({
+        "id": "chatcmpl-judge", "object": "chat.completion", "created": 1_700_000_000, "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": words, "total_tokens": prompt + words},
+    })  # fmt: skip
