@@ -661,11 +661,15 @@ async def run(
     """Each judge over every pair: the markdown sections and the JSON of each method."""
     lines: list[str] = []
     methods: dict[str, Any] = {}
-    for judge in built:
-        judged, seconds = await judge_pairs(judge, pairs)
-        found = rows(judged, seconds, args.threshold)
-        lines += report(f"{judge.name} (method {judge.method})", judged, found, args.threshold, args.show_misses)
-        methods[judge.name] = method_json(judge, judged, found)
+    try:
+        for judge in built:
+            judged, seconds = await judge_pairs(judge, pairs)
+            found = rows(judged, seconds, args.threshold)
+            lines += report(f"{judge.name} (method {judge.method})", judged, found, args.threshold, args.show_misses)
+            methods[judge.name] = method_json(judge, judged, found)
+    finally:
+        for judge in built:
+            await judge.close()
     return lines, methods
 
 
