@@ -21,6 +21,7 @@ methods are different series and are never merged.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -132,7 +133,9 @@ class CefLiteJudge:
         """Nothing to release: rules in memory."""
 
     async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
-        return [self.judge(sample) for sample in samples]
+        """In a thread: milliseconds of CPU per sample must not stall the event loop, which is the gateway's
+        own when the judges run embedded (the interpreter switches threads every few milliseconds)."""
+        return await asyncio.to_thread(lambda: [self.judge(sample) for sample in samples])
 
     def judge(self, sample: Sample) -> list[Result]:
         """The results for one sample (synchronous, pure CPU: about 12 ms for a pair of 350-word notes)."""
