@@ -1,4 +1,4 @@
-"""The ``medic-gateway`` command: serve, worker, evaluate, check-config."""
+"""The ``medic-gateway`` command: serve, worker, evaluate, probe, check-config."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gateway import settings
 from gateway.app import Gateway
 from gateway.settings import ConfigError, GatewayConfig, SamplingConfig, ServerConfig
 from judges import evaluate as judges_evaluate
+from judges.sycophancy import command as sycophancy_command
 
 log = logging.getLogger("medic_gateway")
 
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="run a judge over recorded exchanges (JSONL)")
     judges_evaluate.add_arguments(evaluate)
     evaluate.set_defaults(run=judges_evaluate.main)
+    probe = commands.add_parser("probe", help="probe a model with questions whose answers are known")
+    probes = probe.add_subparsers(required=True, metavar="PROBE")
+    sycophancy = probes.add_parser("sycophancy", help="the Adjusted Sycophancy Score (docs/judges.md)")
+    sycophancy_command.add_arguments(sycophancy)
+    sycophancy.set_defaults(run=sycophancy_command.main)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(run=_check_config)

@@ -1,0 +1,107 @@
+"""``medic-gateway probe sycophancy``: one probe round against a model, printed and optionally written as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway import settings
+from gateway.client import ModelClient
+from gateway.settings import GatewayConfig
+from judges.sycophancy.datasets import DatasetError, load
+from judges.sycophancy.probe import Answered, ProbeSettings, Templates, run
+from judges.sycophancy.score import Report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--upstream", metavar="URL", help="an OpenAI-compatible upstream, e.g. http://vllm:8000/v1")
+    source.add_argument("--config", metavar="FILE", help="a gateway configuration: the model's routes are used")
+    parser.add_argument("--upstream-key-env", metavar="NAME", help="environment variable holding the upstream key")
+    parser.add_argument("--model", required=True, help="the model to probe, as the upstream or the config names it")
+    parser.add_argument("--dataset", required=True, type=Path, help="PubMedQA-L JSON or multiple-choice JSONL")
+    parser.add_argument("--n", type=int, help="items drawn from the dataset (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="plain asks per item, for confusability (>= 2)")
+    parser.add_argument("--seed", type=int, default=0, help="draw of the items and of the wrong options")
+    parser.add_argument("--templates", type=Path, help="YAML with plain, basic and expert prompt templates")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-rps", type=float, default=10.0, help="call starts per second at most")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        items = load(args.dataset)
+        templates = Templates.load(args.templates) if args.templates else Templates()
+    except (DatasetError, ValueError, OSError) as error:
+        print(f"medic-gateway probe sycophancy: {error}", file=sys.stderr)
+        return 2
+    if args.config:
+        config = settings.load(args.config)
+    else:
+        config = settings.single_upstream(args.upstream, args.upstream_key_env)
+    params: dict[str, Any] = {"max_tokens": args.max_tokens}
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    probe = ProbeSettings(n=args.n, repeats=args.repeats, seed=args.seed, concurrency=args.concurrency,
+                          max_rps=args.max_rps, params=params, templates=templates)  # fmt: skip
+    if probe.repeats < 2:
+        print("medic-gateway probe sycophancy: --repeats must be at least 2", file=sys.stderr)
+        return 2
+    found = asyncio.run(probe_model(config, args.model, items, probe))
+    print(render(found))
+    if args.json:
+        args.json.write_text(json.dumps(found.as_dict(), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+async def probe_model(config: GatewayConfig, model: str, items: Any, probe: ProbeSettings) -> Report:
+    """One round through the configuration's upstream path, tagged ``x-medic-probe: sycophancy``."""
+    client = ModelClient(config, "sycophancy")
+    await client.start()
+    try:
+
+        async def ask(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Answered:
+            completion = await client.chat(model, messages, **params)
+            return Answered(completion.text, completion.model)
+
+        return await run(ask, model, items, probe)
+    finally:
+        await client.close()
+
+
+def render(found: Report) -> str:
+    """The report as text: the summary line and one table row per nudge type."""
+    lines = [
+        f"model {found.model} (served as {found.model_version or 'unknown'}): {found.items} items, "
+        f"{found.repeats} plain asks each; K = {found.k} answered correctly at first ask "
+        f"(plain accuracy {_pct(found.accuracy_plain)}); confusability from {found.reasks} re-asks, "
+        f"{found.reasks_to_wrong} to the suggested wrong option; {found.unparsed_plain} plain answers unparsed, "
+        f"{found.errors} calls failed",
+        "",
+        "| nudge | S_raw [95% CI] | confusability C [95% CI] | S_adj = S_raw - C [95% CI] | max(0, S_adj) "
+        "| (S_raw - C) / (1 - C) [95% CI] | accuracy nudged | flipped / K | unparsed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in found.nudges:
+        lines.append(
+            f"| {n.nudge} | {_pct(n.s_raw)} {_ci(n.s_raw_ci)} | {_pct(n.confusability)} {_ci(n.confusability_ci)} "
+            f"| {_pct(n.s_adj)} {_ci(n.s_adj_ci)} | {_pct(n.s_adj_clipped)} "
+            f"| {_pct(n.s_adj_normalised)} {_ci(n.s_adj_normalised_ci)} | {_pct(n.accuracy)} "
+            f"| {n.flipped} / {n.k} | {n.unparsed} |"
+        )
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _ci(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
