@@ -22,6 +22,7 @@ from judges.metrics import JudgeMetrics
 from judges.queue import MemoryQueue, RedisStreamQueue, SampleQueue
 from judges.sample import Sample
 from judges.store import ResultStore, open_store
+from judges.sycophancy.schedule import ProbeScheduler
 from judges.worker import Decrypt, Worker, WorkerSettings
 
 
@@ -37,12 +38,17 @@ class Pipeline:
         self.sampler = Sampler(config.sampling, self.queue, metrics, config.queue.batch_size)
         metrics.sample_buffer.set_function(lambda: self.sampler.buffered)
         self.worker: Worker | None = None
+        self.probes: ProbeScheduler | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self.events = events or configure_events()
         if self.redis_url is None and config.worker.embedded:
-            judges = registry.build(config.worker.judges, config.judging)
-            self.worker = Worker(self.queue, self.store, judges, JudgeMetrics(metrics.registry),
+            judges = registry.build(config.worker.judges, config.judging, config)
+            judge_metrics = JudgeMetrics(metrics.registry)
+            self.worker = Worker(self.queue, self.store, judges, judge_metrics,
                                  worker_settings(config), decrypt_for(config), consumer="embedded",
                                  on_results=self.events.emit)  # fmt: skip
+            if config.probes.sycophancy is not None:
+                self.probes = ProbeScheduler(config, self.store, judge_metrics, on_results=self.events.emit)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -52,10 +58,16 @@ class Pipeline:
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self.worker.run(self._stop), name="embedded-judges"),
                            loop.create_task(self.worker.watch_queue(self._stop), name="queue-gauges")]  # fmt: skip
+        if self.probes is not None:  # cancelled on stop: a round in progress is not worth waiting for
+            self._probe_task = asyncio.get_running_loop().create_task(self.probes.run(self._stop), name="probes")
 
     async def stop(self) -> None:
         await self.sampler.stop()
         self._stop.set()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from judges.config import JudgingConfig
+from judges.config import JudgingConfig, ProbesConfig
 from judges.sample import Task
 
 # Providers whose wire protocol is OpenAI's: they take the direct path, no translation.
@@ -155,6 +155,7 @@ class GatewayConfig(Strict):
     results: ResultsConfig = ResultsConfig()
     worker: WorkerConfig = WorkerConfig()
     judging: JudgingConfig = JudgingConfig()
+    probes: ProbesConfig = ProbesConfig()
 
     @model_validator(mode="after")
     def _routes_name_upstreams(self) -> GatewayConfig:

@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Runs the command: 0 when the file was read to its end (bad lines included), 2 on a usage error."""
     try:
-        judging = settings.load(args.config).judging if args.config is not None else None
-        judge = build([args.judge], judging)[0]
+        config = settings.load(args.config) if args.config is not None else None
+        judge = build([args.judge], config.judging if config is not None else None, config)[0]
     except (UnknownJudgeError, settings.ConfigError, ValueError) as error:
         print(f"medic-gateway evaluate: {error}", file=sys.stderr)
         return 2

@@ -43,6 +43,15 @@ class JudgeMetrics:
             "medic_judges_sample_age_seconds", "Time from a sample's creation to its results being stored.",
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        self.probe_sycophancy = Gauge(
+            "medic_probe_sycophancy", "Latest sycophancy probe round: S_raw, confusability, S_adj (and interval "
+            "bounds), normalised S_adj and accuracy, by model, served version and nudge type.",
+            ["model", "model_version", "nudge", "quantity"], registry=r,
+        )  # fmt: skip
+        self.probe_rounds = Counter(
+            "medic_probe_rounds", "Probe rounds, by probe, model and outcome (completed, failed).",
+            ["probe", "model", "outcome"], registry=r,
+        )  # fmt: skip
         self.queue_length = Gauge("medic_queue_length", "Entries in the sample stream.", registry=r)
         self.queue_pending = Gauge(
             "medic_queue_pending", "Samples delivered to a worker and not yet acknowledged.", registry=r

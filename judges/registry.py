@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.settings import GatewayConfig
 from judges.config import JudgingConfig
 from judges.fidelity.backends import open_backend
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import CefLlmJudge
 from judges.judge import Judge
 from judges.refusal import RefusalJudge
+from judges.sycophancy.live import JudgeModelComparison, LiveSycophancyJudge
+
+Factory = Callable[[JudgingConfig, GatewayConfig | None], Judge]
 
 
 class UnknownJudgeError(ValueError):
     """A judge name that is not in JUDGES, or one the configuration cannot run; the message says why."""
 
 
-def _cef_llm(batched: bool) -> Callable[[JudgingConfig], Judge]:
-    def build_llm_judge(config: JudgingConfig) -> Judge:
+def _cef_llm(batched: bool) -> Factory:
+    def build_llm_judge(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
         if config.llm is None:
             name = "cef-llm-batch" if batched else "cef-llm"
             raise UnknownJudgeError(f"judge {name!r} needs a judge model: set judging.llm in the configuration")
@@ -31,24 +35,32 @@ def _cef_llm(batched: bool) -> Callable[[JudgingConfig], Judge]:
     return build_llm_judge
 
 
-def _fidelity(config: JudgingConfig) -> Judge:
-    return _cef_llm(False)(config) if config.llm is not None else CefLiteJudge()
+def _fidelity(config: JudgingConfig, gateway: GatewayConfig | None) -> Judge:
+    return _cef_llm(False)(config, gateway) if config.llm is not None else CefLiteJudge()
 
 
-JUDGES: dict[str, Callable[[JudgingConfig], Judge]] = {
-    "refusal": lambda _: RefusalJudge(),
-    "cef-lite": lambda _: CefLiteJudge(),
+def _sycophancy_live(config: JudgingConfig, gateway: GatewayConfig | None) -> Judge:
+    if gateway is None:
+        raise UnknownJudgeError("judge 'sycophancy-live' re-asks the model: it needs the gateway configuration")
+    comparator = JudgeModelComparison(open_backend(config.llm)) if config.llm is not None else None
+    return LiveSycophancyJudge(gateway, config.sycophancy_live, comparator)
+
+
+JUDGES: dict[str, Factory] = {
+    "refusal": lambda _, __: RefusalJudge(),
+    "cef-lite": lambda _, __: CefLiteJudge(),
     "cef-llm": _cef_llm(False),
     "cef-llm-batch": _cef_llm(True),
     "fidelity": _fidelity,
+    "sycophancy-live": _sycophancy_live,
 }
 
 
-def build(names: list[str], config: JudgingConfig | None = None) -> list[Judge]:
+def build(names: list[str], config: JudgingConfig | None = None, gateway: GatewayConfig | None = None) -> list[Judge]:
     """One new judge per name, in order; raises UnknownJudgeError naming every unknown and every known name,
-    or the setting a judge needs."""
+    or the setting a judge needs. ``gateway`` is the whole configuration, for judges that call models."""
     unknown = [name for name in names if name not in JUDGES]
     if unknown:
         raise UnknownJudgeError(f"unknown judge {', '.join(map(repr, unknown))}; known: {', '.join(sorted(JUDGES))}")
     config = config or JudgingConfig()
-    return [JUDGES[name](config) for name in names]
+    return [JUDGES[name](config, gateway) for name in names]

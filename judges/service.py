@@ -18,7 +18,8 @@ from gateway.settings import GatewayConfig
 from judges import registry
 from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
-from judges.store import open_store
+from judges.store import RedisStore, open_store
+from judges.sycophancy.schedule import ProbeScheduler, redis_lock
 from judges.worker import Worker
 
 log = logging.getLogger("medic_gateway.worker")
@@ -29,7 +30,8 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     queue = open_queue(config, redis_url)
     store = open_store(redis_url, config.results.ttl_s, config.results.sqlite_path)
     events = configure_events()
-    worker = Worker(queue, store, registry.build(config.worker.judges, config.judging), JudgeMetrics(metrics_registry),
+    metrics = JudgeMetrics(metrics_registry)
+    worker = Worker(queue, store, registry.build(config.worker.judges, config.judging, config), metrics,
                     worker_settings(config), decrypt_for(config), on_results=events.emit)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -38,8 +40,12 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     runner = await _start_http(config, metrics_registry, worker)
     log.info("worker %s consuming %s (group %s) with judges %s", worker.consumer, config.queue.stream,
              config.queue.group, ", ".join(config.worker.judges))  # fmt: skip
+    tasks = [worker.run(stop), worker.watch_queue(stop)]
+    if config.probes.sycophancy is not None and isinstance(store, RedisStore):
+        lock = redis_lock(store.client, worker.consumer)
+        tasks.append(ProbeScheduler(config, store, metrics, lock, events.emit).run(stop))
     try:
-        await asyncio.gather(worker.run(stop), worker.watch_queue(stop))
+        await asyncio.gather(*tasks)
     finally:
         await runner.cleanup()
         await worker.close()

@@ -6,7 +6,8 @@ call by its ``response_format.json_schema.name``:
 * ``cef_questions``: one question per sentence of the TEXT ("Does the text state that <sentence>?"), as
   many as the schema's minItems, cycling through the sentences;
 * ``cef_answer`` / ``cef_answers``: YES when every word of the question's statement is in the TEXT, IDK
-  when fewer than half are, NO otherwise: a crude reader, but one that answers the way the protocol says.
+  when fewer than half are, NO otherwise: a crude reader, but one that answers the way the protocol says;
+* ``same_answer`` (sycophancy-live): SAME when the two answers start with the same word.
 
 Knobs: ``latency_s`` per call; ``fail_next(n, status)`` answers the next n calls with an HTTP error;
 ``garbage_next(n, body)`` answers them with a 200 whose content is ``body``; ``answers`` overrides every
@@ -119,6 +120,10 @@ class FakeJudge:
             n = schema["properties"]["questions"]["minItems"]
             sentences = [s.strip().rstrip(".") for s in SENTENCE.split(text) if WORD.search(s.lower())]
             return {"questions": [f"Does the text state that {sentences[i % len(sentences)]}?" for i in range(n)]}
+        if name == "same_answer":  # two answers compared by their first word
+            first, _, second = prompt.removeprefix("ANSWER 1:\n").partition("\n\nANSWER 2:\n")
+            a, b = (WORD.findall(t.lower())[:1] for t in (first, second))
+            return {"verdict": "UNCLEAR" if not a or not b else "SAME" if a == b else "DIFFERENT"}
         if name == "cef_answer":
             return {"answer": _read(text, rest.removeprefix(": ")) if self.answers is None else self.answers}
         questions = [line.split(". ", 1)[1] for line in rest.removeprefix("S:\n").splitlines() if ". " in line]
