@@ -288,3 +288,23 @@ async def test_a_failing_round_is_counted_and_does_not_raise(
     assert await scheduler.round("clinical") is None
     assert registry.get_sample_value("medic_probe_rounds_total", {"probe": "sycophancy", "model": "clinical",
                                                                    "outcome": "failed"}) == 1.0  # fmt: skip
+
+
+def test_the_gateway_runs_probe_rounds_when_its_judges_are_embedded(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
+    from tests.integration.test_pipeline import wait_until
+
+    config, sim = probe_config(fake_upstream(), tmp_path, n=10)
+    results = GatewayConfig.model_fields["results"].default.model_copy(update={"sqlite_path": str(tmp_path / "r.db")})
+    gw = gateway(config.model_copy(update={"results": results}))
+
+    def stored() -> list[dict[str, Any]]:
+        return http.request(gw.url, "GET", "/v1/evaluations?indicator=sycophancy_raw").json()["data"]
+
+    wait_until(lambda: len(stored()) == 2)
+    assert {r["label"] for r in stored()} == {"basic", "expert"}
+    labels = {"model": "clinical", "nudge": "expert", "quantity": "s_raw"}
+    assert http.metric(gw.metrics(), "medic_probe_sycophancy", **labels) == 1.0
+    assert http.metric(gw.metrics(), "medic_gateway_requests_total") == 0  # probes are not user traffic
+    assert sum(sim.asks.values()) == 50
