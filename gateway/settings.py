@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +23,9 @@ from judges.sample import Task
 OPENAI_COMPATIBLE = frozenset({"openai", "openai-compatible", "vllm", "tgi", "ollama", "sglang", "lmstudio"})
 DIRECT_PROVIDERS = OPENAI_COMPATIBLE | {"azure"}
 WILDCARD = "*"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -184,6 +188,13 @@ def single_upstream(url: str, api_key_env: str | None = None, server: ServerConf
 
 def load(path: str | Path) -> GatewayConfig:
     """Read and validate a YAML configuration file; raise ConfigError naming key and line."""
+    return load_yaml(path, GatewayConfig)
+
+
+def load_yaml(path: str | Path, model: type[M], name_of: Callable[[list[str]], str | None] | None = None,
+              context: dict[str, object] | None = None) -> M:  # fmt: skip
+    """Read a YAML file into ``model``; a ConfigError names the file, the line and the key path of every
+    problem, prefixed by ``name_of(key path)`` when that names the item (a policy rule's id)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -197,9 +208,9 @@ def load(path: str | Path) -> GatewayConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     try:
-        return GatewayConfig.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, node, exc)) from exc
+        raise ConfigError(_describe(path, node, exc, name_of)) from exc
 
 
 def missing_env(config: GatewayConfig) -> list[str]:
@@ -213,7 +224,8 @@ def missing_env(config: GatewayConfig) -> list[str]:
     return [n for n in names if not os.environ.get(n)]
 
 
-def _describe(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+def _describe(path: Path, root: yaml.Node | None, exc: ValidationError,
+              name_of: Callable[[list[str]], str | None] | None = None) -> str:  # fmt: skip
     lines = []
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
@@ -225,7 +237,8 @@ def _describe(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
         key = ".".join(loc) or "(top level)"
         line = _line_of(root, loc)
         where = f"{path}:{line}" if line else str(path)
-        lines.append(f"{where}: {key}: {message}")
+        name = name_of(loc) if name_of is not None else None
+        lines.append(f"{where}: {name + ': ' if name else ''}{key}: {message}")
     return "\n".join(lines)
 
 
