@@ -6,6 +6,7 @@ more than the whole budget of the gateway.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -27,6 +28,8 @@ from gateway.routing import Router
 from gateway.settings import GatewayConfig
 from gateway.tracing import Tracing, configure
 from judges.events import EvaluationEvents
+from policies.monitor import ResultsMonitor
+from policies.setup import build_engine
 
 log = logging.getLogger("medic_gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -47,9 +50,16 @@ class Gateway:
         self.router = Router(config, forward_client_auth=self.keys.open)
         self.metrics.allow_models(self.router.named_models())
         self.tracing = tracing or configure(config.telemetry.capture_content)
-        self.proxy = Proxy(self.router, self.metrics, self.tracing)
+        self.policies = build_engine(config.policies, self.metrics.registry)
+        self.proxy = Proxy(self.router, self.metrics, self.tracing, self.policies)
         self.pipeline = Pipeline(config, self.metrics, redis_url, events)
         self.evaluations = Evaluations(self.pipeline.store, config, self.keys.open)
+        self.monitor = None
+        if self.policies is not None:
+            models, every_s = self.router.named_models(), config.policies.monitor_every_s
+            self.monitor = ResultsMonitor(self.policies, self.pipeline.store, models, every_s)
+        self._stop = asyncio.Event()
+        self._monitor_task: asyncio.Task[None] | None = None
         self.ready = False
         self._limit = config.server.max_request_body_bytes
 
@@ -63,14 +73,21 @@ class Gateway:
         for upstream in self.router.upstreams.values():
             await upstream.start()
         await self.pipeline.start()
+        if self.monitor is not None and self.monitor.rules:
+            self._monitor_task = asyncio.get_running_loop().create_task(self.monitor.run(self._stop), name="policies")
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
+        self._stop.set()
+        if self._monitor_task is not None:
+            await self._monitor_task
         await self.pipeline.stop()
         for upstream in self.router.upstreams.values():
             await upstream.close()
         self.tracing.shutdown()
+        if self.policies is not None:
+            self.policies.audit.close()
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

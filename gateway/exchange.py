@@ -39,6 +39,8 @@ class Exchange:
     payload: dict[str, Any] | None = None  # the parsed request body: PHI, kept in memory only
     traceparent: str | None = None  # the W3C trace context of this request's span, for the judges' events
     policy_flagged: bool = False
+    policy: list[dict[str, Any]] = field(default_factory=list)  # decisions of policy rules (no PHI in them)
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # response headers policies add
 
     def elapsed(self) -> float:
         return perf_counter() - self.started

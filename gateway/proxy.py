@@ -27,16 +27,21 @@ from gateway.streaming import EventSplitter, StreamSummary
 from gateway.tasks import RAW_TASK_HEADER, stated
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
 from gateway.upstream import Call, Reply
+from policies.engine import PolicyEngine
+from policies.stream import StreamGuard
 
 WATCH_AFTER_S = 0.02
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
 
 
 class Proxy:
-    def __init__(self, router: Router, metrics: Metrics, tracing: Tracing) -> None:
+    def __init__(
+        self, router: Router, metrics: Metrics, tracing: Tracing, policies: PolicyEngine | None = None
+    ) -> None:
         self.router = router
         self.metrics = metrics
         self.tracing = tracing
+        self.policies = policies
 
     async def handle(self, request: Request, send: Send, exchange: Exchange) -> None:
         """Answer one model request; GatewayError escapes before any byte is sent, never after."""
@@ -46,6 +51,10 @@ class Proxy:
         exchange.payload = payload
         targets = self.router.targets(model)
         exchange.task = stated(request.header(RAW_TASK_HEADER)) or self.router.task(model)
+        if self.policies is not None:
+            targets = self._apply_model_state(exchange, targets)
+            if exchange.operation != "embeddings":
+                self.policies.on_request(exchange, payload)
         call = Call(request.path.removeprefix("/v1"), request.body, payload, stream, exchange.request_id,
                     request.headers, request.authorization)  # fmt: skip
         if not self.tracing.enabled:
@@ -64,18 +73,38 @@ class Proxy:
             telemetry.span_attributes(span, exchange, payload, self.tracing.capture_content)
             span.end()
 
+    def _apply_model_state(self, ex: Exchange, targets: list[Target]) -> list[Target]:
+        """What results rules hold on the model: its fallback route, a review flag, response headers."""
+        assert self.policies is not None
+        held = self.policies.model_actions(ex.model)
+        if not held:
+            return targets
+        if "degrade" in held:
+            ex.extra_headers.append((b"x-medic-model-state", b"degraded"))
+        if "review" in held:
+            ex.policy_flagged = True
+            ex.extra_headers.append((b"x-medic-review", b"required"))
+        return targets[1:] if "fallback" in held and len(targets) > 1 else targets
+
     async def _answer(self, call: Call, targets: list[Target], request: Request, send: Send, ex: Exchange) -> None:
         watch = ClientWatch(request.receive)
         try:
             outcome = await self._forward(call, targets, ex)
             reply = outcome.reply
             if reply.rest is None:
-                await send(start_headers(reply.status, reply.headers, ex.request_id, len(reply.body)))
-                await send({"type": "http.response.body", "body": reply.body})
-                ex.finished_s = ex.elapsed()
                 _learn_body(ex, reply)
+                body, headers = reply.body, [*reply.headers, *ex.extra_headers] if ex.extra_headers else reply.headers
+                if self.policies is not None and reply.status == 200 and ex.operation != "embeddings":
+                    body, decision = self.policies.on_response(ex, body)
+                    headers = [*headers, (b"x-medic-policy", decision.encode())] if decision else headers
+                await send(start_headers(reply.status, headers, ex.request_id, len(body)))
+                await send({"type": "http.response.body", "body": body})
+                ex.finished_s = ex.elapsed()
             else:
-                await _relay_stream(reply, send, ex)
+                guard = self.policies.stream_guard(ex) if self.policies is not None else None
+                await _relay_stream(reply, send, ex, guard)
+                if self.policies is not None:
+                    self.policies.after_stream(ex, ex.output)
         except asyncio.CancelledError:
             if not watch.left:
                 raise
@@ -194,12 +223,13 @@ def _learn_choices(ex: Exchange, choices: list[dict[str, Any]]) -> None:
         ex.output.append(text if isinstance(text, str) else "")
 
 
-async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
+async def _relay_stream(reply: Reply, send: Send, ex: Exchange, guard: StreamGuard | None) -> None:
     """Relay events as they arrive, learning from them on the way; the upstream connection always closes."""
     summary = StreamSummary(strip_usage=reply.usage_injected)
     try:
-        await send(start_headers(200, reply.headers, ex.request_id, None))
-        await _pump(reply, send, summary, ex)
+        headers = [*reply.headers, *ex.extra_headers] if ex.extra_headers else reply.headers
+        await send(start_headers(200, headers, ex.request_id, None))
+        await _pump(reply, send, summary, ex, guard)
     except OSError:  # the client's socket failed under a write: it left
         ex.disconnected = True
         ex.error_type = "client_disconnected"
@@ -211,23 +241,31 @@ async def _relay_stream(reply: Reply, send: Send, ex: Exchange) -> None:
         ex.response_model = summary.model
         ex.finish_reasons = list(summary.finish_reasons.values())
         ex.output = ["".join(summary.content[i]) for i in sorted(summary.content)]
-        if not summary.done and ex.error_type is None:
+        if guard is not None and guard.blocked:
+            ex.finish_reasons = ["content_filter"]
+            ex.error_type = ex.error_type or "content_filter"
+        elif not summary.done and ex.error_type is None:
             ex.error_type = "stream_incomplete"
 
 
-async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange) -> None:
-    """Forward every complete event as soon as it arrives; events that arrived together leave together."""
+async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, guard: StreamGuard | None) -> None:
+    """Forward every complete event as soon as it arrives (or, with a policy guard, as soon as the guard
+    releases it); events that arrived together leave together. A guard that blocks ends the stream."""
     splitter = EventSplitter()
     async for chunk in _chunks(reply, ex):
         out = [event for event in map(summary.inspect, splitter.feed(chunk)) if event is not None]
-        if not out:
-            continue
-        if ex.first_token_s is None and summary.content:
-            ex.first_token_s = ex.elapsed()
-        await send(
-            {"type": "http.response.body", "body": out[0] if len(out) == 1 else b"".join(out), "more_body": True}
-        )
-    rest = splitter.rest()
+        if guard is not None:
+            out = [released for event in out for released in guard.feed(event)]
+        if out:
+            if ex.first_token_s is None and summary.content:
+                ex.first_token_s = ex.elapsed()
+            body = out[0] if len(out) == 1 else b"".join(out)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        if guard is not None and guard.blocked:
+            break
+    rest = b"" if guard is not None and guard.blocked else splitter.rest()
+    if guard is not None and not guard.blocked:
+        rest = b"".join(guard.end()) + rest
     await send({"type": "http.response.body", "body": rest, "more_body": False})
 
 

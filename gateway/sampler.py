@@ -179,7 +179,7 @@ def build_sample(ex: Exchange, trigger: str) -> dict[str, Any]:
         "version": SAMPLE_VERSION, "request_id": ex.request_id, "traceparent": ex.traceparent, "task": ex.task,
         "created_at": time.time(), "operation": ex.operation, "model": ex.model, "upstream": ex.upstream,
         "upstream_model": ex.upstream_model, "provider": ex.provider, "tenant": ex.tenant, "stream": ex.stream,
-        "status": ex.status, "error_type": ex.error_type, "trigger": trigger, "privacy": "raw", "policy": [],
+        "status": ex.status, "error_type": ex.error_type, "trigger": trigger, "privacy": "raw", "policy": ex.policy,
         "timings": {"duration_s": ex.finished_s, "upstream_s": ex.upstream_wait_s, "first_token_s": ex.first_token_s},
         "request": ex.payload or {},
         "response": {"choices": choices, "usage": ex.usage, "model": ex.response_model},

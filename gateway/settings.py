@@ -139,6 +139,13 @@ class ResultsConfig(Strict):
     admin_key_env: str | None = None
 
 
+class PoliciesConfig(Strict):
+    packs: list[str] = ["clinical-default"]  # built-in pack names or pack files; [] for none
+    audit_path: str | None = "medic-audit.jsonl"  # append-only JSON lines; null: no audit file
+    stream_window_chars: Annotated[int, Field(ge=1, le=100_000)] = 200
+    monitor_every_s: Annotated[float, Field(gt=0)] = 30.0  # how often results rules are evaluated
+
+
 class WorkerConfig(Strict):
     judges: list[str] = ["refusal", "fidelity"]
     concurrency: Annotated[int, Field(gt=0)] = 4
@@ -160,6 +167,7 @@ class GatewayConfig(Strict):
     worker: WorkerConfig = WorkerConfig()
     judging: JudgingConfig = JudgingConfig()
     probes: ProbesConfig = ProbesConfig()
+    policies: PoliciesConfig = PoliciesConfig()
 
     @model_validator(mode="after")
     def _routes_name_upstreams(self) -> GatewayConfig:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import uvicorn
 
 from gateway.app import Gateway
-from gateway.settings import GatewayConfig, ResultsConfig
+from gateway.settings import GatewayConfig, PoliciesConfig, ResultsConfig
 from gateway.tracing import Tracing
 from judges.events import EvaluationEvents
 from tests.fakes import http
@@ -26,6 +26,10 @@ class GatewayServer:
             self._results_dir = tempfile.TemporaryDirectory(prefix="medic-results-")
             results = config.results.model_copy(update={"sqlite_path": f"{self._results_dir.name}/results.sqlite3"})
             config = config.model_copy(update={"results": results})
+        if config.policies.audit_path == PoliciesConfig().audit_path:  # nor the policy audit log
+            self._audit_dir = tempfile.TemporaryDirectory(prefix="medic-audit-")
+            policies = config.policies.model_copy(update={"audit_path": f"{self._audit_dir.name}/audit.jsonl"})
+            config = config.model_copy(update={"policies": policies})
         self.app = Gateway(config, tracing=tracing, redis_url=redis_url, events=events)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 
+from gateway.settings import PoliciesConfig, single_upstream
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import (
@@ -211,14 +212,20 @@ def test_events_split_across_writes_and_comments_are_relayed_intact(fake: FakeUp
 # -------------------------------------------------------------------------------- as they arrive
 
 
+@pytest.fixture
+def bare(fake: FakeUpstream, gateway: Callable[..., GatewayServer]) -> GatewayServer:
+    """The gateway with no policy pack, so no stream rule in force: the relay alone, never holding chunks back."""
+    return gateway(single_upstream(fake.url).model_copy(update={"policies": PoliciesConfig(packs=[])}))
+
+
 def test_first_chunk_reaches_the_client_while_the_upstream_waits(
-    fake: FakeUpstream, gw: GatewayServer, openai_client: Client
+    fake: FakeUpstream, bare: GatewayServer, openai_client: Client
 ) -> None:
     release = threading.Event()
     role, first, *rest = chat_chunks(["Patient", " stable."])
     fake.script(CHAT, Stream([role, first, Gate(release, timeout_s=8), *rest]))
     # A gateway that buffered would hold the first chunk until the gate opens: the client would time out.
-    stream = openai_client(gw, timeout=4.0).chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+    stream = openai_client(bare, timeout=4.0).chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
     chunks = iter(stream)
     assert next(chunks).choices[0].delta.role == "assistant"
     assert next(chunks).choices[0].delta.content == "Patient"
@@ -228,7 +235,7 @@ def test_first_chunk_reaches_the_client_while_the_upstream_waits(
     assert "".join(c.choices[0].delta.content or "" for c in remaining) == " stable."
 
 
-def test_each_event_is_forwarded_as_soon_as_it_arrives(fake: FakeUpstream, gw: GatewayServer) -> None:
+def test_each_event_is_forwarded_as_soon_as_it_arrives(fake: FakeUpstream, bare: GatewayServer) -> None:
     chunks = chat_chunks(["one", " two", " three"])
     gates = [threading.Event() for _ in chunks]
     items: list[Any] = []
@@ -237,7 +244,7 @@ def test_each_event_is_forwarded_as_soon_as_it_arrives(fake: FakeUpstream, gw: G
     stream = Stream(items, usage=None)
     fake.script(CHAT, stream)
     expected = http.sse_events(stream.wire(include_usage=False))
-    reader = http.StreamReader(gw.url, CHAT, _body(), timeout_s=4.0)
+    reader = http.StreamReader(bare.url, CHAT, _body(), timeout_s=4.0)
     try:
         for event, gate in zip(expected, gates, strict=False):
             assert reader.next_event() == event  # arrives while the upstream waits at the gate after it
@@ -263,11 +270,11 @@ def test_chunks_keep_the_upstream_pace(fake: FakeUpstream, gw: GatewayServer, op
 
 
 def test_client_disconnect_mid_stream_cancels_the_upstream_request(
-    fake: FakeUpstream, gw: GatewayServer, openai_client: Client
+    fake: FakeUpstream, bare: GatewayServer, openai_client: Client
 ) -> None:
     role, first, *_ = chat_chunks(["Patient"])
     fake.script(CHAT, Stream([role, first, Hang()]))
-    stream = openai_client(gw).chat.completions.create(model="gpt-disconnect", messages=MESSAGES, stream=True)
+    stream = openai_client(bare).chat.completions.create(model="gpt-disconnect", messages=MESSAGES, stream=True)
     chunks = iter(stream)
     next(chunks)
     assert next(chunks).choices[0].delta.content == "Patient"
@@ -275,7 +282,7 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_request(
     stream.close()
     assert fake.disconnected.wait(3), "the upstream request was not cancelled"
     assert fake.last.disconnected
-    gw.metrics_when(lambda t: http.metric(t, "medic_gateway_client_disconnects_total", model="gpt-disconnect") == 1)
+    bare.metrics_when(lambda t: http.metric(t, "medic_gateway_client_disconnects_total", model="gpt-disconnect") == 1)
 
 
 def test_raw_socket_close_mid_stream_cancels_the_upstream_request(fake: FakeUpstream, gw: GatewayServer) -> None:

@@ -1,0 +1,62 @@
+"""``phi_leak``: identifiers in a model's answer that the caller did not supply.
+
+The recognisers are the gateway's own (gateway/identifiers.py: names in clinical context, dates of birth and
+other dates, phone numbers, e-mail addresses, record numbers, labelled account/NPI/DEA numbers, SSNs,
+addresses), plus unlabelled NPI numbers (10 digits passing the Luhn check with the 80840 prefix) and DEA
+registration numbers (two letters and seven digits passing the DEA check digit). An identifier that appears
+in the caller's own input (their turns and documents, compared without case, spaces or punctuation) is an
+echo, not a leak: a summary of a note may repeat the note's MRN to the clinician who sent it.
+
+Not Presidio: its recognisers need a spaCy language model, and no model may be downloaded at run time here;
+these rules ship in the package. They find structured identifiers well and free-standing names only in
+clinical context ("Jane Roe, 65-year-old", "Mrs Roe"); a bare name with nothing around it is missed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.identifiers import Span, matches, resolve
+from policies.checks.base import Context, Finding
+
+NPI = re.compile(r"(?<!\d)\d{10}(?!\d)")
+DEA = re.compile(r"\b[ABCDEFGHJKLMPRSTUX][A-Z9]\d{7}\b")
+_FOLD = re.compile(r"[\W_]+")
+
+
+def _luhn_npi(number: str) -> bool:
+    """The NPI check digit: Luhn over "80840" + the first nine digits."""
+    digits = [int(d) for d in "80840" + number]
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2 == 1:
+            digit *= 2
+            digit -= 9 if digit > 9 else 0
+        total += digit
+    return total % 10 == 0
+
+
+def _dea_valid(value: str) -> bool:
+    d = [int(c) for c in value[2:]]
+    return (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10 == d[6]
+
+
+def _fold(text: str) -> str:
+    return _FOLD.sub("", text).lower()
+
+
+class PhiLeak:
+    name = "phi_leak"
+
+    def __call__(self, text: str, context: Context) -> list[Finding]:
+        spans = matches(text)
+        spans += [Span(m.start(), m.end(), "NPI", -1) for m in NPI.finditer(text) if _luhn_npi(m.group())]
+        spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
+        supplied = _fold(context.request_text)
+        findings = []
+        for start, end, kind, _ in resolve(spans):
+            value = _fold(text[start:end])
+            if value and value in supplied:
+                continue  # the caller's own identifier, echoed back to them
+            findings.append(Finding(self.name, start, end, {"kind": kind}))
+        return findings

@@ -1,0 +1,113 @@
+"""StreamGuard: holding a window back, blocking before the first character of a finding, redacting."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+
+from policies.checks.base import Context, Finding
+from policies.stream import GuardRule, StreamGuard
+
+
+class Word:
+    """A check that finds a fixed word: enough to drive the guard's offsets."""
+
+    def __init__(self, word: str) -> None:
+        self.name = f"word_{word}"
+        self.pattern = re.compile(re.escape(word))
+
+    def __call__(self, text: str, context: Context) -> list[Finding]:
+        return [Finding(self.name, m.start(), m.end(), {}) for m in self.pattern.finditer(text)]
+
+
+def event(content: str | None = None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def guard(action: str = "block", window: int = 10) -> tuple[StreamGuard, list[tuple[str, Finding]]]:
+    decided: list[tuple[str, Finding]] = []
+    rules = [GuardRule("no-poison", Word("POISON"), action)]
+    return StreamGuard(rules, Context(), window, lambda rule, f: decided.append((rule, f))), decided
+
+
+def text_of(events: list[bytes]) -> str:
+    out = []
+    for e in events:
+        data = e.removeprefix(b"data: ").strip()
+        if data != b"[DONE]":
+            for choice in orjson.loads(data)["choices"]:
+                out.append(choice["delta"].get("content") or "")
+    return "".join(out)
+
+
+def run(g: StreamGuard, pieces: list[str]) -> list[bytes]:
+    sent = list(g.feed(event()))  # the role chunk carries no content
+    for piece in pieces:
+        sent += g.feed(event(piece))
+    sent += g.feed(event(finish="stop"))
+    sent += g.feed(DONE)
+    return sent
+
+
+def test_clean_text_passes_unchanged_and_complete() -> None:
+    g, decided = guard()
+    pieces = ["Take one ", "tablet daily ", "with food."]
+    sent = run(g, pieces)
+    assert text_of(sent) == "".join(pieces) and sent[-1] == DONE and not decided
+    assert [e for e in sent if e != DONE] == [event(), *(event(p) for p in pieces), event(finish="stop")]
+
+
+def test_events_are_held_until_a_window_of_text_follows_them() -> None:
+    g, _ = guard(window=10)
+    assert g.feed(event("0123456789")) == []  # nothing follows it yet
+    assert g.feed(event("abcde")) == []  # 5 characters follow: still held
+    released = g.feed(event("fghij"))  # now 10 follow the first event
+    assert text_of(released) == "0123456789"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["Take the POISON now."],  # inside one event
+        ["Take the POI", "SON now."],  # across events
+        ["Some safe words first, then a long sentence before it. Take the PO", "ISON", " now."],
+    ],
+)
+def test_a_block_stops_before_the_first_character_of_the_finding(pieces: list[str]) -> None:
+    g, decided = guard(window=12)
+    sent = run(g, pieces)
+    text = "".join(pieces)
+    shown = text_of(sent)
+    assert shown == text[: text.index("POISON")]
+    assert "P" not in shown[len(text[: text.index("POISON")]) :]
+    assert orjson.loads(sent[-2].removeprefix(b"data: "))["choices"][0]["finish_reason"] == "content_filter"
+    assert sent[-1] == DONE and sent.count(DONE) == 1
+    assert [rule for rule, _ in decided] == ["no-poison"]
+    assert g.feed(event("more")) == []  # nothing after a block
+
+
+def test_a_redaction_replaces_the_span_and_the_stream_goes_on() -> None:
+    g, decided = guard(action="redact", window=12)
+    sent = run(g, ["Take the POI", "SON now, then rest."])
+    assert text_of(sent) == "Take the [redacted] now, then rest."
+    assert sent[-1] == DONE and len(decided) == 1
+
+
+def test_a_finding_in_the_newest_event_is_caught_before_it_leaves_even_with_a_small_window() -> None:
+    g, decided = guard(window=3)
+    sent = run(g, ["POISON", " and a long tail of safe text after it"])
+    assert text_of(sent) == "" and len(decided) == 1
+
+
+def test_the_end_of_an_upstream_without_done_releases_what_is_held() -> None:
+    g, _ = guard(window=50)
+    assert g.feed(event("short answer")) == []
+    assert text_of(g.end()) == "short answer"
