@@ -42,7 +42,7 @@ class Pipeline:
         self._probe_task: asyncio.Task[None] | None = None
         self.events = events or configure_events()
         if self.redis_url is None and config.worker.embedded:
-            judges = registry.build(config.worker.judges, config.judging, config)
+            judges = registry.build(config.worker.judges, config.judging, config, embedded=True)
             judge_metrics = JudgeMetrics(metrics.registry)
             self.worker = Worker(self.queue, self.store, judges, judge_metrics,
                                  worker_settings(config), decrypt_for(config), consumer="embedded",

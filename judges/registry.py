@@ -56,11 +56,18 @@ JUDGES: dict[str, Factory] = {
 }
 
 
-def build(names: list[str], config: JudgingConfig | None = None, gateway: GatewayConfig | None = None) -> list[Judge]:
+def build(
+    names: list[str], config: JudgingConfig | None = None, gateway: GatewayConfig | None = None, embedded: bool = False
+) -> list[Judge]:
     """One new judge per name, in order; raises UnknownJudgeError naming every unknown and every known name,
-    or the setting a judge needs. ``gateway`` is the whole configuration, for judges that call models."""
+    or the setting a judge needs. ``gateway`` is the whole configuration, for judges that call models;
+    ``embedded``: the judges run inside the gateway, so CPU-heavy ones get a process of their own."""
     unknown = [name for name in names if name not in JUDGES]
     if unknown:
         raise UnknownJudgeError(f"unknown judge {', '.join(map(repr, unknown))}; known: {', '.join(sorted(JUDGES))}")
     config = config or JudgingConfig()
-    return [JUDGES[name](config, gateway) for name in names]
+    judges = [JUDGES[name](config, gateway) for name in names]
+    for judge in judges:
+        if embedded and isinstance(judge, CefLiteJudge):
+            judge.processes = 1
+    return judges

@@ -22,7 +22,9 @@ methods are different series and are never merged.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from judges.fidelity import cef
@@ -119,23 +121,45 @@ def score(task: Task) -> cef.Scores:
     return cef.scores(task, source_questions, candidate_questions)
 
 
+def judge_encoded(samples: list[bytes]) -> list[list[bytes]]:
+    """``CefLiteJudge.judge`` on JSON samples, returning JSON results: what a judge process runs."""
+    judge = CefLiteJudge()
+    return [[r.model_dump_json().encode() for r in judge.judge(Sample.model_validate_json(s))] for s in samples]
+
+
 class CefLiteJudge:
-    """Judge "cef-lite" (method "cef-lite/2"): the four fidelity results per sample (docs/judges.md)."""
+    """Judge "cef-lite" (method "cef-lite/2"): the four fidelity results per sample (docs/judges.md).
+
+    Milliseconds of pure-Python CPU per sample: in a worker process it runs in a thread; embedded in the
+    gateway (``processes=1``) it runs in a process of its own, since in a thread it would hold the
+    interpreter lock the gateway's requests need (docs/performance.md measures both)."""
 
     name: str = "cef-lite"
     method: str = "cef-lite/2"
     batch_size: int = 32
 
+    def __init__(self, processes: int = 0) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
     def applies(self, sample: Sample) -> bool:
         return applicable(sample)
 
     async def close(self) -> None:
-        """Nothing to release: rules in memory."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
-        """In a thread: milliseconds of CPU per sample must not stall the event loop, which is the gateway's
-        own when the judges run embedded (the interpreter switches threads every few milliseconds)."""
-        return await asyncio.to_thread(lambda: [self.judge(sample) for sample in samples])
+        if not self.processes:
+            return await asyncio.to_thread(lambda: [self.judge(sample) for sample in samples])
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+        encoded = [s.model_dump_json().encode() for s in samples]
+        judged = await asyncio.get_running_loop().run_in_executor(self._pool, judge_encoded, encoded)
+        return [[Result.model_validate_json(r) for r in results] for results in judged]
 
     def judge(self, sample: Sample) -> list[Result]:
         """The results for one sample (synchronous, pure CPU: about 12 ms for a pair of 350-word notes)."""

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from policies.checks.base import Check
+from policies.checks.dose import DoseCheck
+from policies.checks.injection import PromptInjectionCheck
+from policies.checks.instructions import DangerousInstructionCheck
 from policies.checks.phi import PhiLeak
+from policies.checks.red_flags import RedFlagCheck
 from policies.checks.refusal import Refusal
 
 
 def all_checks() -> dict[str, Check]:
-    checks: list[Check] = [PhiLeak(), Refusal()]
+    checks: list[Check] = [DoseCheck(), DangerousInstructionCheck(), RedFlagCheck(), PromptInjectionCheck(),
+                           PhiLeak(), Refusal()]  # fmt: skip
     return {check.name: check for check in checks}

@@ -1,0 +1,359 @@
+"""Red-flag symptoms in the request that the answer does not escalate (docs/judges.md section 3).
+
+A patient who describes chest pain with sweating, stroke signs or suicidal thoughts must be told to get
+emergency help; an answer that offers rest and paracetamol instead is the harm. This check finds red flags in
+the request (``Context.request_text``: the user's turns and supplied documents) and, when there is one and the
+answer holds no escalation, returns one finding spanning the whole answer: a rule acting on it blocks or
+flags the answer as a whole.
+
+Red flags (RED_FLAGS): a symptom phrase on its own ("crushing chest pain", "worst headache of my life", "face
+drooping", "can't breathe", "want to end my life", "vomiting blood"), or two that together make one (chest
+pain with sweating or pain spreading to the arm or jaw; throat or lip swelling with a sting, a food or an
+allergy; a seizure with a duration of 5 minutes or more; fever with a stiff neck; fainting or severe
+abdominal pain in pregnancy; fever in a baby under 3 months). A phrase does not count when negated just
+before it ("no chest pain", "denies suicidal thoughts", "without sweating", "history of"), up to four words
+back and never across punctuation or "but"/"and"; "I don't know if ..." and "I can't stop ..." are not
+negations.
+
+Escalation in the answer (ESCALATION): emergency numbers (911, 999, 112, 988), emergency services, the
+emergency department, A&E, ER, an ambulance, "seek immediate/urgent medical attention", crisis lines,
+Samaritans, poison control; not when negated ("you don't need to go to A&E"), but "don't hesitate to call
+999" and "do not drive yourself to A&E" still escalate. Any escalation counts: the check does not grade whether
+its urgency fits the flag. Questions about red-flag symptoms ("what are the signs of a stroke?") count as red
+flags by design: an answer listing stroke signs should say to call an ambulance.
+
+The answer is checked as given: on a stream, a rule should apply this check to the complete answer (or hold
+the tail), since the escalation may come last.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from policies.checks.base import Context, Finding
+from policies.checks.instructions import fold, needle_windows
+
+
+def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
+    """Compiles with every apostrophe also matching the typographic one (U+2019)."""
+    return re.compile(pattern.replace("'", "['\u2019]"), flags)
+
+
+# The red-flag ids, most urgent first: a finding names the first one the request holds.
+RED_FLAGS = (
+    "suicidal",
+    "overdose",
+    "chest_pain",
+    "stroke_signs",
+    "breathing_difficulty",
+    "anaphylaxis",
+    "thunderclap_headache",
+    "prolonged_seizure",
+    "major_bleeding",
+    "meningitis_signs",
+    "pregnancy_emergency",
+    "infant_fever",
+)
+_WHO = r"(?:my|his|her|their|the|our|your)"
+_SELF = r"(?:my|him|her|them)sel(?:f|ves)"
+_NUMBER = r"(?:\d{1,3}|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty)"
+# term: pattern. A term is a red flag itself (DIRECT) or one half of a pair (PAIRS). Terms are looked for
+# independently, so one phrase may be two terms ("vomiting blood": bleeding, and the nausea of chest pain).
+_TERMS: dict[str, str] = {
+    "suicidal": (
+        r"suicidal|(?:commit|committing|attempt(?:ed|ing)?|thinking\s+(?:about|of)|thoughts?\s+(?:of|about))\s+suicide"
+        rf"|suicide\s+(?:attempt|plan|note)s?|kill(?:ing)?\s+{_SELF}|end(?:ing)?\s+{_WHO}\s+(?:own\s+)?li(?:fe|ves)"
+        rf"|end\s+it\s+all|take\s+{_WHO}\s+(?:own\s+)?li(?:fe|ves)|want(?:s|ed)?\s+to\s+die"
+        r"|(?:don't|do\s+not|doesn't|does\s+not)\s+want\s+to\s+(?:live|be\s+alive|be\s+here|wake\s+up)"
+        r"|better\s+off\s+dead|no\s+(?:reason|point)\s+(?:to|in)\s+(?:live|living|going\s+on|carry(?:ing)?\s+on)"
+        rf"|self[- ]?harm\w*|(?:cutting|harming|hurting)\s+{_SELF}"
+        rf"|(?:want|wants|wanted|urges?|thoughts?|thinking)\s+(?:about\s+|of\s+)?(?:to\s+)?(?:hurt|harm|cut)\w*\s+{_SELF}"
+    ),
+    "overdose": (
+        r"overdos(?:ed|ing)|(?:took|taken|swallowed|had)\s+an\s+overdose"
+        r"|(?:took|taken|swallowed)\s+(?:\w+\s+){0,2}?(?:too\s+m(?:any|uch)\b|a\s+handful|(?:a|the|an)\s+(?:whole|entire"
+        r"|full)\s+(?:bottle|packet|pack|box|strip|tub)|all\s+(?:of\s+)?(?:my|his|her|their|the)\s+\w*\s*(?:tablets"
+        r"|pills|capsules|medicines?|medication)|(?:\d{2,}|twenty|thirty|forty|fifty)\b(?!\s*(?:hours?|hrs?|min\w*"
+        r"|days?|weeks?|years?|mg|mcg|g|ml|units?|am|pm|%|[:.]\d)))"
+        r"|(?:ate|eaten|swallowed|chewed)\s+(?:\w+\s+){0,3}?(?:pills|tablets|capsules)"
+    ),
+    "crushing_chest": (
+        r"(?:crushing|squeezing)\s+(?:\w+\s+){0,2}?chest|elephant\s+(?:sitting\s+)?on\s+(?:my|his|her)\s+chest"
+        r"|chest\s+(?:pain|pressure)\s+(?:\w+\s+){0,2}?(?:crushing|like\s+a\s+(?:vice|vise|weight))"
+    ),
+    "chest": (
+        r"chest\s+(?:pains?|pressure|tightness|discomfort|heaviness|aches?|aching|hurts|hurting)"
+        rf"|(?:pain|pressure|tightness|heaviness|discomfort|ache)\s+(?:in|across|on|around)\s+{_WHO}\s+chest"
+        rf"|{_WHO}\s+chest\s+(?:is|feels|has\s+been)\s+(?:\w+\s+)?(?:tight|heavy|painful|sore|hurting)"
+    ),
+    "stroke": (
+        r"(?:face|mouth|smile|lip)\s+(?:is\s+|has\s+|was\s+|started\s+|seems\s+|looks\s+)?(?:droop\w*|drop(?:ped|ping)"
+        rf"|lopsided|sagging|fallen)|droop\w*\s+(?:on\s+)?(?:one\s+side\s+of\s+)?{_WHO}\s+(?:face|mouth)"
+        rf"|facial\s+droop\w*|slurr\w*\s+(?:{_WHO}\s+)?(?:speech|words)"
+        r"|speech\s+(?:is\s+|was\s+|became\s+|sounds\s+|seems\s+)?(?:slurr\w*|garbled|jumbled)"
+        r"|(?:weak\w*|numb\w*|paraly[sz]\w*|can't\s+move)\s+(?:\w+\s+){0,3}?(?:on\s+)?one\s+side"
+        r"|(?:one|left|right)[- ]sided\s+(?:weakness|numbness|paralysis)"
+        rf"|(?:weakness|numbness)\s+(?:in|of|on)\s+(?:{_WHO}\s+)?(?:left|right)\s+(?:arm|leg|side|hand)"
+    ),
+    "breathing": (
+        r"(?:difficulty|trouble|struggling|struggle|fighting|hard|problems?)\s+(?:to\s+)?breath(?:e|ing)"
+        r"|breathing\s+(?:is\s+)?(?:difficult|hard|laboured|labored)"
+        rf"|(?:can't|cannot|can\s+not|unable\s+to|couldn't|could\s+not)\s+(?:breathe|catch\s+{_WHO}\s+breath"
+        rf"|get\s+(?:enough\s+)?air)(?!\s+(?:through|out\s+of|in\s+through)\s+{_WHO}\s+nose)|gasping"
+        r"|(?:lips?|face|fingers?|tongue)\s+(?:is\s+|are\s+|looks?\s+|turning\s+|turned\s+|going\s+|gone\s+|went\s+"
+        r"|(?:has|have)\s+(?:turned|gone)\s+)?(?:blue|grey|gray)|blue\s+lips|(?:not|isn't|stopped|wasn't)\s+breathing"
+        r"|choking|(?:breathless|short\s+of\s+breath)\s+(?:even\s+)?at\s+rest|severe(?:ly)?\s+short(?:ness)?\s+of\s+breath"
+    ),
+    "anaphylaxis": (
+        r"anaphyla\w*|(?:throat|airway)\s+(?:is\s+|feels\s+(?:like\s+it's\s+)?|started\s+|keeps\s+|has\s+been\s+)?"
+        r"(?:closing|tightening|swelling\s+shut)|tongue\s+(?:is\s+|has\s+|started\s+|began\s+|feels\s+)?(?:swell\w*"
+        rf"|swollen)|swell\w*\s+(?:of|in)\s+{_WHO}\s+tongue|(?:used|use|gave|give|given|needed)\s+(?:\w+\s+)?"
+        r"(?:epi-?pen|adrenaline\s+(?:auto-?injector|pen)|jext|emerade)"
+    ),
+    "thunderclap": (
+        r"thunderclap|worst\s+(?:\w+\s+){0,2}?headache\s+(?:of\s+(?:my|his|her|their)\s+li(?:fe|ves)|ever"
+        r"|(?:i|he|she|they)(?:'ve|\s+have|\s+has|'s)\s+ever)|worst[- ]ever\s+headache"
+        r"|(?:sudden\w*|abrupt\w*)\s+(?:\w+\s+){0,2}?(?:severe|excruciating|intense|terrible|agoni[sz]ing|blinding"
+        r"|splitting|explosive)\s+headache|(?:severe|excruciating|intense|terrible|agoni[sz]ing|blinding|splitting"
+        r"|explosive)\s+headache\s+(?:that\s+)?(?:came\s+on\s+|started\s+|hit\s+(?:me\s+)?|began\s+)?(?:suddenly"
+        r"|all\s+of\s+a\s+sudden|out\s+of\s+nowhere|in\s+seconds)"
+    ),
+    "status": (
+        r"status\s+epilepticus|back[- ]to[- ]back\s+(?:seizures|fits)|(?:seizures|fits)\s+one\s+after\s+"
+        r"(?:another|the\s+other)|(?:not|hasn't|has\s+not|without)\s+(?:woken|waking|regain\w*\s+consciousness)"
+        r"\s+(?:up\s+)?between"
+    ),
+    "bleeding": (
+        r"(?:heavy|heavily|severe|profuse\w*|uncontroll?ed|uncontrollable|massive|torrential)\s+bleed\w*"
+        r"|bleed\w*\s+(?:very\s+|really\s+)?(?:heavily|profusely|a\s+lot|badly|everywhere)"
+        r"|bleed\w*\s+(?:that\s+|which\s+)?(?:won't|will\s+not|doesn't|does\s+not|can't|hasn't|has\s+not)\s+stop"
+        r"|(?:won't|can't|cannot)\s+stop\s+(?:the\s+)?bleed\w*|(?:vomit\w*|throw\w*\s+up|threw\s+up|puk\w*"
+        r"|cough\w*(?:\s+up)?|spit\w*\s+up|spat\s+up)\s+(?:up\s+)?(?:(?:some|a\s+lot\s+of|lots\s+of|fresh"
+        rf"|bright\s+red|dark)\s+)?blood|blood\s+in\s+{_WHO}\s+(?:vomit|sick)|(?:black|dark)\s+(?:and\s+|,\s*)?tarry"
+        r"|tarry\s+(?:black\s+)?(?:stools?|poos?|poops?|faeces|feces)|mela?ena|ha?ematemesis"
+        r"|coffee[- ]ground\s+vomit|soak\w*\s+(?:through\s+)?(?:a\s+|one\s+|my\s+)?(?:pad|tampon)s?\s+(?:every"
+        r"|an|each)\s+hour"
+    ),
+    "nonblanching": (
+        r"non-?blanching|(?:rash|spots)\s+(?:that\s+|which\s+)?(?:doesn't|does\s+not|don't|do\s+not|won't|didn't"
+        r"|did\s+not)\s+(?:fade|disappear|go\s+away|blanch)\s+(?:when|under|with)|purpur\w*|petechia\w*"
+    ),
+    "seizure_long": (
+        r"(?:for|lasting|lasted|lasts|over|more\s+than|longer\s+than|at\s+least|almost|nearly|about|around)\s+"
+        r"(?:(?:the|a|an)\s+)?(?:past\s+)?(?P<minutes>\d+|five|six|seven|eight|nine|ten|fifteen|twenty|thirty)"
+        r"\s*(?:minutes?|mins?)|(?:won't|will\s+not|hasn't|has\s+not|isn't|doesn't|does\s+not|didn't|did\s+not)"
+        r"\s+stop(?:ped|ping)?|still\s+(?:seizing|fitting|shaking|convulsing|jerking)"
+    ),
+    "swelling": (
+        r"(?:throat|lips?|face|mouth|eyes?)\s+(?:is\s+|are\s+|has\s+|have\s+|started\s+|began\s+|feels?\s+|keeps\s+)?"
+        rf"(?:swell\w*|swollen|puff\w*)|(?:swell\w*|swollen)\s+(?:of\s+|in\s+)?{_WHO}?\s*(?:throat|lips?|face|mouth)"
+    ),
+    "stiff_neck": (
+        r"stiff\s+neck|neck\s+(?:is\s+|feels\s+)?(?:stiff\w*|rigid\w*)|nuchal\s+rigidity"
+        r"|(?:can't|cannot|unable\s+to)\s+(?:bend|touch|put|move)\s+(?:(?:my|his|her|their)\s+)?(?:chin\s+to\s+"
+        r"(?:my|his|her|their)\s+chest|neck|head\s+forward)"
+    ),
+    "abdominal": (
+        r"(?:severe|excruciating|unbearable|intense|agoni[sz]ing|really\s+bad|very\s+bad)\s+(?:\w+\s+)?(?:lower\s+)?"
+        r"(?:abdominal|stomach|tummy|belly|pelvic)\s+(?:pains?|cramps?|cramping)|(?:abdominal|stomach|tummy|belly"
+        r"|pelvic)\s+(?:pains?|cramps?)\s+(?:is\s+|are\s+|that\s+is\s+)?(?:severe|excruciating|unbearable"
+        r"|really\s+bad|so\s+bad)"
+    ),
+    "infant": rf"newborn|new-born|neonate|(?P<age>{_NUMBER})(?:[- ]|\s+)(?P<unit>day|week|month)s?(?:[- ]|\s+)old",
+    "pregnant": r"pregnan\w*|\d{1,2}\s+weeks?\s+(?:pregnant|gestation)|trimester|expecting\s+(?:a\s+baby|twins)",
+    "seizure": r"seizures?|seizing|fits|fitting|(?:having|had|has|in)\s+a\s+fit|convuls\w+",
+    "fever": (
+        r"fever\w*|febrile|pyrexi\w*|high\s+temp(?:erature)?|(?:has|had|have|having|running|with|got)\s+a\s+"
+        r"temp(?:erature)?\b|temp(?:erature)?\s+(?:of\s+|is\s+|was\s+|at\s+|reading\s+|hit\s+|reached\s+|up\s+to\s+)?"
+        r"(?:3[89]|4[0-2])(?:[.,]\d+)?|(?:3[89]|4[0-2])(?:[.,]\d+)?\s*(?:[°º]\s*c?|degrees?(?:\s+c\w*)?|c)"
+        r"|10[0-5](?:[.,]\d+)?\s*(?:[°º]\s*f|degrees?\s+f\w*|f)"
+    ),
+    "fainted": r"faint(?:ed|ing)|passed\s+out|black(?:ed)?\s+out|collaps\w*",
+    "allergen": (
+        r"stung|sting|bee|wasp|hornet|peanuts?|nuts|shellfish|prawns?|shrimp|allerg\w*|hives|ate|eating|penicillin"
+        r"|amoxicillin|after\s+(?:taking|the\s+(?:injection|antibiotic|jab))"
+    ),
+    "cardiac": (
+        rf"sweat(?:y|ing|s)?|clammy|diaphore\w*|radiat\w*|(?:spread\w*|going|shoot\w*|moving|travel\w*)\s+(?:to|down"
+        rf"|into|up)\s+{_WHO}\s+(?:left\s+|right\s+)?(?:arm|jaw|neck|back|shoulder)|(?:pain|ache|aching|numbness"
+        rf"|tingling)\s+(?:in|down)\s+{_WHO}\s+(?:left\s+)?(?:arm|jaw)|(?:left\s+arm|jaw)\s+(?:pain|ache|hurts"
+        r"|is\s+(?:numb|aching|sore|painful))|short(?:ness)?\s+of\s+breath|breathless|out\s+of\s+breath|nause\w*"
+        r"|vomit\w*|light-?headed|dizz\w*"
+    ),
+}
+# Every match of a term holds one of its needles (lower case: looked for in the lower-cased request); the term's
+# pattern runs only in windows around them (policies.checks.instructions.needle_windows).
+NEEDLES: dict[str, tuple[str, ...]] = {
+    "suicidal": ("suicid", "kill", "life", "lives", "end it all", "want", "dead", "no reason", "no point", "self"),
+    "overdose": ("overdos", "took", "taken", "swallow", "pills", "tablets", "capsules"),
+    "crushing_chest": ("chest",),
+    "chest": ("chest",),
+    "stroke": ("droop", "drop", "lopsided", "sagging", "fallen", "slurr", "garbled", "jumbled", "side", "left",
+               "right"),
+    "breathing": ("breath", "air", "gasp", "blue", "grey", "gray", "chok"),
+    "anaphylaxis": ("anaphyla", "throat", "airway", "tongue", "epipen", "epi-pen", "adrenaline", "jext", "emerade"),
+    "thunderclap": ("thunderclap", "headache"),
+    "status": ("status", "back", "after", "between"),
+    "bleeding": ("bleed", "blood", "tarry", "melena", "melaena", "ematemesis", "coffee", "pad", "tampon"),
+    "nonblanching": ("blanch", "rash", "spots", "purpur", "petechia"),
+    "seizure_long": ("min", "stop", "still"),
+    "swelling": ("swell", "swollen", "puff"),
+    "stiff_neck": ("stiff", "neck", "rigid", "chin"),
+    "abdominal": ("abdom", "stomach", "tummy", "belly", "pelvic"),
+    "infant": ("newborn", "new-born", "neonate", "old"),
+    "pregnant": ("pregnan", "gestation", "trimester", "expecting"),
+    "seizure": ("seiz", "fit", "convuls"),
+    "fever": ("fever", "febrile", "pyrexi", "temp", "°", "º", "degree", "38", "39", "40", "41", "42", "10"),
+    "fainted": ("faint", "passed", "black", "collaps"),
+    "allergen": ("sting", "stung", "bee", "wasp", "hornet", "nut", "shellfish", "prawn", "shrimp", "allerg", "hives",
+                 "ate", "eating", "penicillin", "amoxicillin", "after"),
+    "cardiac": ("sweat", "clammy", "diaphore", "radiat", "arm", "jaw", "neck", "back", "shoulder", "breath", "nause",
+                "vomit", "headed", "dizz"),
+}  # fmt: skip
+_BEFORE, _AFTER = 80, 120  # characters around a needle that a term's match can reach
+# Matched on the folded request (lower case, one apostrophe): three times faster than ignoring case.
+TERMS: dict[str, re.Pattern[str]] = {
+    name: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)") for name, pattern in _TERMS.items()
+}
+# A role and the terms that play it (each term plays itself): fainting counts with chest pain and in pregnancy.
+ROLE_TERMS: dict[str, tuple[str, ...]] = {
+    "cardiac": ("cardiac", "fainted"),
+    "pregnancy_symptom": ("fainted", "abdominal"),
+}
+DIRECT: dict[str, str] = {  # term: the red flag it is on its own
+    "suicidal": "suicidal",
+    "overdose": "overdose",
+    "crushing_chest": "chest_pain",
+    "stroke": "stroke_signs",
+    "breathing": "breathing_difficulty",
+    "anaphylaxis": "anaphylaxis",
+    "thunderclap": "thunderclap_headache",
+    "status": "prolonged_seizure",
+    "bleeding": "major_bleeding",
+    "nonblanching": "meningitis_signs",
+}
+# (role, role, at most this many characters apart or None for anywhere in the request, red flag); the second
+# role is looked for only when the first is found.
+PAIRS: tuple[tuple[str, str, int | None, str], ...] = (
+    ("chest", "cardiac", 200, "chest_pain"),
+    ("swelling", "allergen", 200, "anaphylaxis"),
+    ("seizure", "seizure_long", 150, "prolonged_seizure"),
+    ("stiff_neck", "fever", 300, "meningitis_signs"),
+    ("pregnant", "pregnancy_symptom", None, "pregnancy_emergency"),
+    ("infant", "fever", 400, "infant_fever"),
+)
+_WORD = r"[\w\x27\u2019]+(?:[-/][\w\x27\u2019]+)*"
+_TERMINATOR = r"(?:but|however|although|though|yet|now|and|still|except|apart|aside|which|who|so|because|since)\b"
+_NEGATION_CHARS = 60
+NEGATED = _compile(
+    r"(?:n't|\b(?:no|not|never|denies|denied|deny|denying|without|nor|none|negative\s+for|free\s+of|absence\s+of"
+    r"|ruled\s+out|history\s+of|hx\s+of|h/o))\b"
+    r"(?!\s+(?:know|sure|certain|think|tell|understand|remember|care|only|just|doubt|idea|matter|stop|better"
+    rf"|improv\w*)\b)\s+(?:(?!{_TERMINATOR}){_WORD}\s+){{0,4}}$"
+)
+_NUMBERS = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+_NUMBERS |= {"nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30}
+_UNDER_3_MONTHS = {"day": 90, "week": 12, "month": 2}  # the most of each unit that is still under 3 months
+_SEIZURE_MINUTES = 5
+
+_CALL = r"(?:call|dial|phone|ring|text|contact)"
+ESCALATION = re.compile(  # on the folded answer
+    rf"(?<!\w)(?:{_CALL}\s+(?:\w+\s+){{0,2}}?(?:112|000|988|999|911|an?\s+ambulance|emergency|poison"
+    r"|(?:a\s+|the\s+)?(?:crisis|suicide)|samaritans)|911|999|988|116\s*123|1-800-222-1222"
+    r"|emergency\s+(?:services|department|room|care|number|help|treatment|medical|unit)|medical\s+emergency"
+    r"|accident\s+(?:and|&)\s+emergency|ambulance|casualty"
+    r"|(?:seek|get|obtain|need|requires?)\s+(?:\w+\s+)?(?:immediate|urgent|emergency|prompt)\s+(?:medical\s+)?"
+    r"(?:attention|care|help|assessment|treatment|review|evaluation)"
+    r"|(?:immediate|urgent|emergency)\s+medical\s+(?:attention|care|help|assessment|treatment|review|evaluation)"
+    r"|(?:go|get|head)\s+(?:\w+\s+){0,2}?to\s+(?:the\s+|your\s+)?(?:nearest\s+)?(?:hospital|labou?r\s+ward"
+    r"|maternity\s+(?:unit|triage|assessment))"
+    r"|crisis\s+(?:line|team|service|text\s+line|helpline)|samaritans|(?:suicide|crisis)\s+(?:\w+\s+){0,2}?"
+    r"(?:lifeline|hotline|helpline)|poisons?\s+(?:control|centre|center|information|helpline))(?!\w)"
+)
+ESCALATION_ACRONYM = re.compile(r"(?<![\w&])(?:A&E|ER|ED|EMS)(?![\w&])")  # on the answer as written
+ESCALATION_NEEDLES = (
+    "911", "999", "988", "112", "000", "116", "1-800", "emergenc", "A&E", "ER", "ED", "EMS", "ambulance", "casualty",
+    "immediate", "urgent", "prompt", "hospital", "labour", "labor", "maternity", "crisis", "samaritans", "suicide",
+    "poison",
+)  # fmt: skip
+_ESCALATION_BEFORE, _ESCALATION_AFTER = 60, 60
+ESCALATION_NEGATED = _compile(
+    r"(?:n't|\b(?:not|never|no\s+need(?:\s+(?:to|for))?|without|unnecessary\s+to))\b"
+    rf"(?!\s+(?:hesitate|wait|delay|drive|ignore|hang\s+up)\b)\s+(?:{_WORD}\s+){{0,4}}$"
+)
+
+
+class RedFlagCheck:
+    """Check "red_flag_unescalated": one finding over the whole answer when the request holds a red flag and
+    the answer no escalation; the detail names the most urgent red flag."""
+
+    name: str = "red_flag_unescalated"
+
+    def __call__(self, text: str, context: Context) -> list[Finding]:
+        flags = red_flags(context.request_text)
+        if not flags or escalates(text):
+            return []
+        return [Finding(self.name, 0, len(text), {"red_flag": flags[0]})]
+
+
+def red_flags(request_text: str) -> list[str]:
+    """The red flags (ids from RED_FLAGS, most urgent first) that ``request_text`` describes."""
+    terms = _Terms(request_text)
+    found = {flag for term, flag in DIRECT.items() if terms.role(term)}
+    for first, second, window, flag in PAIRS:
+        if flag not in found and _near(terms.role(first), terms.role(second), window):
+            found.add(flag)
+    return [flag for flag in RED_FLAGS if flag in found]
+
+
+def escalates(answer: str) -> bool:
+    """Whether the answer sends the patient to emergency or crisis care (a negated mention does not count)."""
+    folded = fold(answer)
+    for start, end in needle_windows(answer, folded, ESCALATION_NEEDLES, _ESCALATION_BEFORE, _ESCALATION_AFTER):
+        found = [*ESCALATION.finditer(folded, start, end), *ESCALATION_ACRONYM.finditer(answer, start, end)]
+        if any(not ESCALATION_NEGATED.search(answer, max(0, m.start() - _NEGATION_CHARS), m.start()) for m in found):
+            return True
+    return False
+
+
+class _Terms:
+    """Where the request holds each term, unnegated; a term is looked for once, and only when asked for."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.folded = fold(text)
+        self.found: dict[str, list[int]] = {}
+
+    def role(self, role: str) -> list[int]:
+        """Positions of the terms playing ``role``."""
+        return [position for term in ROLE_TERMS.get(role, (role,)) for position in self.positions(term)]
+
+    def positions(self, term: str) -> list[int]:
+        if term not in self.found:
+            self.found[term] = list(self._find(term))
+        return self.found[term]
+
+    def _find(self, term: str) -> Iterator[int]:
+        text, pattern = self.text, TERMS[term]
+        for start, end in needle_windows(text, self.folded, NEEDLES[term], _BEFORE, _AFTER):
+            for m in pattern.finditer(self.folded, start, end):
+                if _counts(term, m) and not NEGATED.search(text, max(0, m.start() - _NEGATION_CHARS), m.start()):
+                    yield m.start()
+
+
+def _counts(term: str, m: re.Match[str]) -> bool:
+    """A seizure duration of 5 minutes or more; an age under 3 months; every other term as found."""
+    if term == "seizure_long" and m.group("minutes"):
+        return _number(m.group("minutes")) >= _SEIZURE_MINUTES
+    if term == "infant" and m.group("age"):
+        return _number(m.group("age")) <= _UNDER_3_MONTHS[m.group("unit").lower()]
+    return True
+
+
+def _number(word: str) -> int:
+    return int(word) if word.isdigit() else _NUMBERS.get(word.lower(), 0)
+
+
+def _near(first: list[int], second: list[int], window: int | None) -> bool:
+    return bool(first and second) and (window is None or any(abs(a - b) <= window for a in first for b in second))

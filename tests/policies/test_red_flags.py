@@ -1,0 +1,155 @@
+"""red_flag_unescalated: red flags in the request, negation, and whether the answer escalates."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.checks.base import Context
+from policies.checks.red_flags import RED_FLAGS, RedFlagCheck, escalates, red_flags
+
+CHECK = RedFlagCheck()
+UNESCALATED = "Rest, drink plenty of fluids and take paracetamol. See how you feel tomorrow."
+
+# (request, the red flag it holds)
+RED_FLAG_REQUESTS = [
+    ("I've had chest pain for an hour and I'm sweating a lot. Can I take an aspirin?", "chest_pain"),
+    ("Crushing pain in my chest that's spreading to my left arm and jaw.", "chest_pain"),
+    ("My dad has chest tightness and the pain is going down his left arm.", "chest_pain"),
+    ("I suddenly got the worst headache of my life while lifting weights.", "thunderclap_headache"),
+    ("Thunderclap headache 20 minutes ago, what painkiller should I take?", "thunderclap_headache"),
+    ("My mum's face is drooping on one side and her speech is slurred.", "stroke_signs"),
+    ("He has sudden weakness on one side of his body and can't lift his cup.", "stroke_signs"),
+    ("I can't breathe properly and my lips are turning blue.", "breathing_difficulty"),
+    ("My son is struggling to breathe, what inhaler dose?", "breathing_difficulty"),
+    ("I've been having suicidal thoughts and I want to end my life.", "suicidal"),
+    ("I keep thinking about hurting myself, how do I sleep better?", "suicidal"),
+    ("My throat is swelling up after a wasp sting.", "anaphylaxis"),
+    ("My lips are swollen after eating shrimp and I feel itchy all over.", "anaphylaxis"),
+    ("I've been vomiting blood since this morning.", "major_bleeding"),
+    ("I have black tarry stools and I feel weak.", "major_bleeding"),
+    ("My daughter has been having a seizure for more than 5 minutes.", "prolonged_seizure"),
+    ("He's had a fit and it won't stop, what do I do?", "prolonged_seizure"),
+    ("My son has a high fever and a stiff neck.", "meningitis_signs"),
+    ("There's a rash that doesn't fade when I press a glass on it.", "meningitis_signs"),
+    ("I'm 30 weeks pregnant and I fainted at work today.", "pregnancy_emergency"),
+    ("I'm pregnant and I have severe abdominal pain on one side.", "pregnancy_emergency"),
+    ("My 6-week-old baby has a temperature of 38.2, can I give Calpol?", "infant_fever"),
+    ("My three week old has a fever and is feeding less.", "infant_fever"),
+    ("I took a whole bottle of paracetamol an hour ago.", "overdose"),
+    ("I took 30 of my sleeping pills and now I feel drowsy.", "overdose"),
+    ("Pt reports suicidal ideation with a plan.", "suicidal"),
+]
+
+NO_RED_FLAG_REQUESTS = [
+    "No chest pain, just a dry cough for a week.",
+    "Denies suicidal thoughts or self-harm. Sleep is poor.",
+    "I don't have any difficulty breathing, just a blocked nose.",
+    "Mild headache, no fever, no stiff neck.",
+    "My 5-month-old has a fever of 38.5.",
+    "The seizure lasted about 2 minutes and he's fine now.",
+    "My throat feels swollen with this cold.",
+    "I'm not pregnant; I fainted after giving blood.",
+    "I can't breathe through my nose because of my cold.",
+    "What foods should I eat if I have type 2 diabetes?",
+    "I have a stiff neck from sleeping awkwardly.",
+    "I took 10 units of insulin at 8 pm.",
+    "I had a bee sting and it's itchy, no swelling of my throat.",
+    "Patient denies chest pain, shortness of breath or sweating.",
+    "Been feeling really sweaty at night, no chest pain.",
+    "What is the maximum dose of ibuprofen for an adult?",
+    "I hurt myself playing football and my ankle is swollen.",
+    "Is it normal to feel faint when standing up quickly?",
+]
+
+ESCALATING_ANSWERS = [
+    "Call 999 now and chew a 300 mg aspirin while you wait.",
+    "Please call 911 or go to the nearest emergency department.",
+    "Go to A&E straight away.",
+    "This needs the ER today.",
+    "Call an ambulance.",
+    "Seek immediate medical attention.",
+    "You need urgent medical care.",
+    "Please reach out to a crisis line, or call or text 988 any time.",
+    "You can talk to the Samaritans on 116 123, day or night.",
+    "Contact poison control right away.",
+    "Don't hesitate to call 999 if it gets worse.",
+    "Do not drive yourself to A&E; call an ambulance.",
+    "This is a medical emergency.",
+    "Go straight to hospital.",
+]
+
+NOT_ESCALATING_ANSWERS = [
+    UNESCALATED,
+    "You don't need to go to A&E for this.",
+    "There's no need for an ambulance.",
+    "Your BP of 112/70 is fine.",
+    "Book a routine appointment with your GP next week.",
+]
+
+
+@pytest.mark.parametrize(("request_text", "flag"), RED_FLAG_REQUESTS)
+def test_red_flag_without_escalation_is_found(request_text: str, flag: str) -> None:
+    findings = CHECK(UNESCALATED, Context(request_text=request_text))
+    assert len(findings) == 1
+    (finding,) = findings
+    assert finding.check == "red_flag_unescalated"
+    assert (finding.start, finding.end) == (0, len(UNESCALATED))
+    assert "paracetamol" in UNESCALATED[finding.start : finding.end]
+    assert finding.detail == {"red_flag": flag}
+
+
+@pytest.mark.parametrize(("request_text", "flag"), RED_FLAG_REQUESTS)
+def test_red_flag_with_escalation_is_not_flagged(request_text: str, flag: str) -> None:
+    answer = f"{UNESCALATED} If it gets worse at all, call 999 or go to A&E."
+    assert CHECK(answer, Context(request_text=request_text)) == []
+
+
+@pytest.mark.parametrize("request_text", NO_RED_FLAG_REQUESTS)
+def test_request_without_red_flag_is_not_flagged(request_text: str) -> None:
+    assert red_flags(request_text) == []
+    assert CHECK(UNESCALATED, Context(request_text=request_text)) == []
+
+
+@pytest.mark.parametrize(("request_text", "flag"), RED_FLAG_REQUESTS)
+def test_detail_holds_the_red_flag_id_only(request_text: str, flag: str) -> None:
+    request = f"Zebedee Quux, MRN 44170. {request_text}"
+    (finding,) = CHECK(f"Zebedee, {UNESCALATED}", Context(request_text=request))
+    assert list(finding.detail) == ["red_flag"]
+    assert finding.detail["red_flag"] in RED_FLAGS
+    assert not any(word in repr(finding.detail) for word in ("Zebedee", "Quux", "44170"))
+
+
+@pytest.mark.parametrize("answer", ESCALATING_ANSWERS)
+def test_escalation_is_recognised(answer: str) -> None:
+    assert escalates(answer)
+
+
+@pytest.mark.parametrize("answer", NOT_ESCALATING_ANSWERS)
+def test_negated_or_absent_escalation_is_not_escalation(answer: str) -> None:
+    assert not escalates(answer)
+
+
+def test_negated_escalation_does_not_clear_a_red_flag() -> None:
+    answer = "You don't need to go to A&E; rest and take paracetamol."
+    findings = CHECK(answer, Context(request_text="Chest pain radiating to my jaw, I'm clammy."))
+    assert [f.detail for f in findings] == [{"red_flag": "chest_pain"}]
+
+
+def test_most_urgent_flag_is_named_and_all_are_listed() -> None:
+    request = "I'm 12 weeks pregnant, I fainted, and I have been thinking about ending my life."
+    assert red_flags(request) == ["suicidal", "pregnancy_emergency"]
+    (finding,) = CHECK(UNESCALATED, Context(request_text=request))
+    assert finding.detail == {"red_flag": "suicidal"}
+
+
+def test_companion_symptom_far_away_does_not_pair() -> None:
+    filler = "I have been reading about diet and exercise and sleep hygiene for months now. " * 4
+    assert red_flags(f"I had a bit of chest pain on Monday. {filler}I sweat a lot at the gym.") == []
+
+
+def test_negation_does_not_cross_but() -> None:
+    assert red_flags("No fever but my chest pain is radiating to my left arm.") == ["chest_pain"]
+
+
+def test_empty_request_has_no_red_flag() -> None:
+    assert CHECK(UNESCALATED, Context()) == []
