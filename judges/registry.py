@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 from gateway.settings import GatewayConfig
 from judges.config import JudgingConfig
-from judges.fidelity.backends import open_backend
+from judges.fidelity.backends import HttpBackend, open_backend
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import CefLlmJudge
 from judges.judge import Judge
 from judges.refusal import RefusalJudge
+from judges.safety.judges import GuardJudge, HarmJudge, SafetyRulesJudge
 from judges.sycophancy.live import JudgeModelComparison, LiveSycophancyJudge
 
 Factory = Callable[[JudgingConfig, GatewayConfig | None], Judge]
@@ -39,6 +40,18 @@ def _fidelity(config: JudgingConfig, gateway: GatewayConfig | None) -> Judge:
     return _cef_llm(False)(config, gateway) if config.llm is not None else CefLiteJudge()
 
 
+def _harm_llm(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
+    if config.llm is None:
+        raise UnknownJudgeError("judge 'harm-llm' needs a judge model: set judging.llm in the configuration")
+    return HarmJudge(open_backend(config.llm))
+
+
+def _guard(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
+    if config.guard is None:
+        raise UnknownJudgeError("judge 'guard' needs a guard model: set judging.guard in the configuration")
+    return GuardJudge(HttpBackend(config.guard), config.guard_threshold)
+
+
 def _sycophancy_live(config: JudgingConfig, gateway: GatewayConfig | None) -> Judge:
     if gateway is None:
         raise UnknownJudgeError("judge 'sycophancy-live' re-asks the model: it needs the gateway configuration")
@@ -53,6 +66,9 @@ JUDGES: dict[str, Factory] = {
     "cef-llm-batch": _cef_llm(True),
     "fidelity": _fidelity,
     "sycophancy-live": _sycophancy_live,
+    "safety-rules": lambda _, __: SafetyRulesJudge(),
+    "harm-llm": _harm_llm,
+    "guard": _guard,
 }
 
 

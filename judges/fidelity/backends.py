@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import random
 import uuid
@@ -69,6 +70,18 @@ class JudgeBackend(Protocol):
     async def close(self) -> None: ...
 
 
+class GuardBackend(Protocol):
+    model: str
+    usage: Usage
+
+    async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
+        """P(positive) / (P(positive) + P(negative)) for the first generated token of ``prompt``; None when
+        neither is among the top tokens."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 def open_backend(config: JudgeLLMConfig) -> JudgeBackend:
     if config.backend == "vllm":
         return VllmBackend(config)
@@ -86,6 +99,7 @@ class HttpBackend:
     def __init__(self, config: JudgeLLMConfig) -> None:
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self.url = (config.base_url or "").rstrip("/") + "/chat/completions"
+        self.completions_url = (config.base_url or "").rstrip("/") + "/completions"
         self.headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
         self.model = config.model
         self.max_tokens = config.max_tokens
@@ -102,7 +116,7 @@ class HttpBackend:
                                 "json_schema": {"name": schema_name, "schema": schema, "strict": True}},
         })  # fmt: skip
         async with self._slots:
-            reply = await self._post(body)
+            reply = await self._post(self.url, body)
         self.usage.calls += 1
         usage = reply.get("usage") or {}
         self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
@@ -112,11 +126,24 @@ class HttpBackend:
         except (KeyError, IndexError, TypeError):
             raise JudgeUnavailable("the judge endpoint's reply is not a chat completion") from None
 
-    async def _post(self, body: bytes) -> dict[str, Any]:
+    async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
+        """A raw completions call for one token with the top log-probabilities (a guard model's verdict)."""
+        body = orjson.dumps({"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0,
+                             "logprobs": 5})  # fmt: skip
+        async with self._slots:
+            reply = await self._post(self.completions_url, body)
+        self.usage.calls += 1
+        try:
+            top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+        except (KeyError, IndexError, TypeError):
+            raise JudgeUnavailable("the guard endpoint's reply has no top log-probabilities") from None
+        return _share(top, positive, negative)
+
+    async def _post(self, url: str, body: bytes) -> dict[str, Any]:
         for attempt in range(self.max_retries + 1):
             delay = BACKOFF_BASE_S * 2**attempt * random.uniform(0.5, 1.0)
             try:
-                async with self._pool().post(self.url, data=body, headers=self.headers) as response:
+                async with self._pool().post(url, data=body, headers=self.headers) as response:
                     if response.status == 200:
                         reply = orjson.loads(await response.read())
                         if isinstance(reply, dict):
@@ -141,6 +168,22 @@ class HttpBackend:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _share(top: Any, positive: str, negative: str) -> float | None:
+    """P(positive) among {positive, negative} from a token -> log-probability map (tokens stripped, any case;
+    the longer word wins a shared prefix: "unsafe" is not "safe")."""
+    if not isinstance(top, dict):
+        return None
+    totals = {positive: 0.0, negative: 0.0}
+    for token, logprob in top.items():
+        word = str(token).strip().lower()
+        for target in sorted(totals, key=len, reverse=True):
+            if word and target.startswith(word) and (len(word) >= 2 or word == target):
+                totals[target] += math.exp(float(logprob))
+                break
+    total = totals[positive] + totals[negative]
+    return totals[positive] / total if total > 0 else None
 
 
 def _retry_after(value: str | None) -> float | None:
