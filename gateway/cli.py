@@ -17,6 +17,7 @@ from gateway import settings
 from gateway.app import Gateway
 from gateway.settings import ConfigError, GatewayConfig, SamplingConfig, ServerConfig
 from judges import evaluate as judges_evaluate
+from judges.safety import probe_safety
 from judges.sycophancy import command as sycophancy_command
 
 log = logging.getLogger("medic_gateway")
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     sycophancy = probes.add_parser("sycophancy", help="the Adjusted Sycophancy Score (docs/judges.md)")
     sycophancy_command.add_arguments(sycophancy)
     sycophancy.set_defaults(run=sycophancy_command.main)
+    safety = probes.add_parser("safety", help="refusal, over-refusal and harmfulness (MedSafetyBench, PubMedQA)")
+    probe_safety.add_arguments(safety)
+    safety.set_defaults(run=probe_safety.main)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(run=_check_config)
