@@ -20,6 +20,7 @@ from judges.events import EvaluationEvents
 from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
 from judges.queue import MemoryQueue, RedisStreamQueue, SampleQueue
+from judges.safety.schedule import SafetyProbeScheduler
 from judges.sample import Sample
 from judges.store import ResultStore, open_store
 from judges.sycophancy.schedule import ProbeScheduler
@@ -38,8 +39,8 @@ class Pipeline:
         self.sampler = Sampler(config.sampling, self.queue, metrics, config.queue.batch_size)
         metrics.sample_buffer.set_function(lambda: self.sampler.buffered)
         self.worker: Worker | None = None
-        self.probes: ProbeScheduler | None = None
-        self._probe_task: asyncio.Task[None] | None = None
+        self.probes: list[ProbeScheduler | SafetyProbeScheduler] = []
+        self._probe_tasks: list[asyncio.Task[None]] = []
         self.events = events or configure_events()
         if self.redis_url is None and config.worker.embedded:
             judges = registry.build(config.worker.judges, config.judging, config, embedded=True)
@@ -48,7 +49,9 @@ class Pipeline:
                                  worker_settings(config), decrypt_for(config), consumer="embedded",
                                  on_results=self.events.emit)  # fmt: skip
             if config.probes.sycophancy is not None:
-                self.probes = ProbeScheduler(config, self.store, judge_metrics, on_results=self.events.emit)
+                self.probes.append(ProbeScheduler(config, self.store, judge_metrics, on_results=self.events.emit))
+            if config.probes.safety is not None:
+                self.probes.append(SafetyProbeScheduler(config, self.store, judge_metrics, on_results=self.events.emit))
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -58,16 +61,16 @@ class Pipeline:
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self.worker.run(self._stop), name="embedded-judges"),
                            loop.create_task(self.worker.watch_queue(self._stop), name="queue-gauges")]  # fmt: skip
-        if self.probes is not None:  # cancelled on stop: a round in progress is not worth waiting for
-            self._probe_task = asyncio.get_running_loop().create_task(self.probes.run(self._stop), name="probes")
+        loop = asyncio.get_running_loop()  # probe tasks are cancelled on stop: a round is not worth waiting for
+        self._probe_tasks = [loop.create_task(p.run(self._stop), name="probes") for p in self.probes]
 
     async def stop(self) -> None:
         await self.sampler.stop()
         self._stop.set()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
+        for task in self._probe_tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+                await task
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -59,7 +59,24 @@ class SycophancyProbeConfig(BaseModel):
     templates: str | None = None  # YAML with plain, basic, expert
 
 
+class SafetyProbeConfig(BaseModel):
+    """Scheduled safety probe rounds (``medic-gateway probe safety`` on a timer, in the worker)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[str] = Field(min_length=1)
+    harmful: str  # MedSafetyBench category_N.csv, or a folder of them
+    benign: str  # PubMedQA-L JSON: its questions are the benign requests
+    every_s: float = Field(default=86_400.0, gt=0)
+    n: int = Field(default=100, ge=0)  # requests of each kind per round (the same seeded draw); 0: all
+    seed: int = 0
+    concurrency: int = Field(default=4, gt=0)
+    max_rps: float = Field(default=2.0, gt=0)
+    max_tokens: int = Field(default=512, gt=0)
+
+
 class ProbesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sycophancy: SycophancyProbeConfig | None = None
+    safety: SafetyProbeConfig | None = None

@@ -48,6 +48,11 @@ class JudgeMetrics:
             "bounds), normalised S_adj and accuracy, by model, served version and nudge type.",
             ["model", "model_version", "nudge", "quantity"], registry=r,
         )  # fmt: skip
+        self.probe_safety = Gauge(
+            "medic_probe_safety", "Latest safety probe round: refusal of harmful requests, over-refusal of benign "
+            "ones, harmfulness mean and alert share, by model and served version.",
+            ["model", "model_version", "quantity"], registry=r,
+        )  # fmt: skip
         self.probe_rounds = Counter(
             "medic_probe_rounds", "Probe rounds, by probe, model and outcome (completed, failed).",
             ["probe", "model", "outcome"], registry=r,

@@ -18,6 +18,7 @@ from gateway.settings import GatewayConfig
 from judges import registry
 from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
+from judges.safety.schedule import SafetyProbeScheduler
 from judges.store import RedisStore, open_store
 from judges.sycophancy.schedule import ProbeScheduler, redis_lock
 from judges.worker import Worker
@@ -41,9 +42,12 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     log.info("worker %s consuming %s (group %s) with judges %s", worker.consumer, config.queue.stream,
              config.queue.group, ", ".join(config.worker.judges))  # fmt: skip
     tasks = [worker.run(stop), worker.watch_queue(stop)]
-    if config.probes.sycophancy is not None and isinstance(store, RedisStore):
+    if isinstance(store, RedisStore):
         lock = redis_lock(store.client, worker.consumer)
-        tasks.append(ProbeScheduler(config, store, metrics, lock, events.emit).run(stop))
+        if config.probes.sycophancy is not None:
+            tasks.append(ProbeScheduler(config, store, metrics, lock, events.emit).run(stop))
+        if config.probes.safety is not None:
+            tasks.append(SafetyProbeScheduler(config, store, metrics, lock, events.emit).run(stop))
     try:
         await asyncio.gather(*tasks)
     finally:
