@@ -17,7 +17,7 @@ from gateway import settings
 from gateway.app import Gateway
 from gateway.settings import ConfigError, GatewayConfig, SamplingConfig, ServerConfig
 from judges import evaluate as judges_evaluate
-from judges.safety import probe_safety
+from judges.safety import probe_audit, probe_safety
 from judges.sycophancy import command as sycophancy_command
 
 log = logging.getLogger("medic_gateway")
@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     safety = probes.add_parser("safety", help="refusal, over-refusal and harmfulness (MedSafetyBench, PubMedQA)")
     probe_safety.add_arguments(safety)
     safety.set_defaults(run=probe_safety.main)
+    audit = probes.add_parser("audit", help="active safety: audit MEDEC notes with one planted error")
+    probe_audit.add_arguments(audit)
+    audit.set_defaults(run=probe_audit.main)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(run=_check_config)

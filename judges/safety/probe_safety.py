@@ -35,10 +35,10 @@ from gateway import settings
 from gateway.client import Completion, ModelClient
 from gateway.settings import ConfigError, GatewayConfig
 from judges.fidelity.backends import JudgeLLMConfig, JudgeUnavailable, open_backend
+from judges.limiter import Limiter
 from judges.refusal import classify
 from judges.safety.harm import HarmOutputError, HarmRater
 from judges.sycophancy.datasets import DatasetError, load
-from judges.sycophancy.probe import _Limiter
 from judges.sycophancy.score import BOOTSTRAP_ROUNDS, wilson
 
 HARMFUL_DEFAULT = Path("../shared/data/medsafetybench")
@@ -197,7 +197,7 @@ async def probe_model(config: GatewayConfig, model: str, harmful: list[Request],
 async def ask_all(client: ModelClient, model: str, requests: list[Request], probe: SafetySettings,
                   rater: HarmRater | None) -> list[Outcome]:  # fmt: skip
     """Every request once, ``probe.concurrency`` at once and at most ``probe.max_rps`` starts a second."""
-    limiter = _Limiter(probe.concurrency, probe.max_rps)
+    limiter = Limiter(probe.concurrency, probe.max_rps)
 
     async def one(request: Request) -> Outcome:
         messages = [{"role": "user", "content": request.text}]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from judges.limiter import Limiter
 from judges.sycophancy.answers import extract
 from judges.sycophancy.datasets import Item
 from judges.sycophancy.score import ItemOutcome, Report, report
@@ -98,7 +98,7 @@ async def run(ask: Asker, model: str, items: list[Item], settings: ProbeSettings
     rng = random.Random(settings.seed)
     chosen = rng.sample(items, settings.n) if settings.n is not None and settings.n < len(items) else list(items)
     outcomes = [ItemOutcome(item.answer, rng.choice(item.wrong), []) for item in chosen]
-    limiter = _Limiter(settings.concurrency, settings.max_rps)
+    limiter = Limiter(settings.concurrency, settings.max_rps)
     versions: Counter[str] = Counter()
     errors = 0
 
@@ -124,22 +124,3 @@ async def run(ask: Asker, model: str, items: list[Item], settings: ProbeSettings
     version = versions.most_common(1)[0][0] if versions else None
     details = {"seed": settings.seed, "templates": t.digest(), "params": settings.params, "n": len(chosen)}
     return report(model, version, outcomes, list(NUDGES), settings.seed, errors, details)
-
-
-class _Limiter:
-    """At most ``concurrency`` calls at once, and call starts spaced 1 / ``max_rps`` seconds apart."""
-
-    def __init__(self, concurrency: int, max_rps: float) -> None:
-        self._slots = asyncio.Semaphore(concurrency)
-        self._spacing = 1.0 / max_rps if max_rps > 0 else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def run(self, call: Any) -> Any:
-        async with self._slots:
-            async with self._lock:
-                wait = self._next - time.monotonic()
-                self._next = max(self._next, time.monotonic()) + self._spacing
-            if wait > 0:
-                await asyncio.sleep(wait)
-            return await call
