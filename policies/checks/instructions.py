@@ -7,8 +7,9 @@ the instruction's clause as the span a blocking rule must never let through.
 An instruction is a verb (stop, quit, discontinue, come off, give up, skip, omit, double, double up, take
 twice as much, "you don't need", "can be stopped") whose object is a medicine from DRUG_CLASSES: named after
 the verb ("stop taking your warfarin"), or, for "it", "the dose", "your tablets" or a bare "double up", the
-nearest medicine before it in the same or the previous sentence, else the first one in the request ("Can I
-stop my warfarin?" / "Yes, you can stop it."). Each class lists the instructions that are dangerous for it:
+nearest medicine before it in the same or the previous sentence, else the one the request asks to stop, skip
+or double ("Can I stop my warfarin?" / "Yes, you can stop it."). Each class lists the instructions that are
+dangerous for it:
 doubling metformin is, stopping it on sick days is routine; stopping an inhaler is, doubling reliever puffs
 in an attack is the asthma plan.
 
@@ -26,16 +27,17 @@ Gerunds are never instructions ("stopping warfarin suddenly can cause a stroke")
 doubling (increase, reduce, halve, an extra dose) are left out: titration ("increase by 2 units every 3
 days") and sick-day insulin corrections are routine advice; numbers above a maximum are the dose check's job.
 
-Speed: the verb pattern runs only in windows around its needles (substrings every verb form holds), and
-medicines are looked up word by word through an index on their first three letters, since one regex holding
-four hundred names costs a microsecond per character.
+Speed: the verb pattern runs only in windows around its needles (Needles, also used by the red-flag and
+injection checks), on the folded text (lower case: three times faster than ignoring case); medicines are looked
+up word by word through an index on their first three letters, since one regex holding four hundred names costs
+a microsecond per character.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from policies.checks.base import Context, Finding
 
@@ -43,6 +45,95 @@ from policies.checks.base import Context, Finding
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
     """Compiles with every apostrophe also matching the typographic one (U+2019)."""
     return re.compile(pattern.replace("'", "['\u2019]"), flags)
+
+
+# Folding for the lower-cased copy: one apostrophe, one kind of space within a line; every character maps to
+# one, so offsets agree.
+_FOLD = str.maketrans({"\u2019": "'", "\u2018": "'", "\u00a0": " ", "\t": " "})
+
+
+def fold(text: str) -> str:
+    """The lower-cased text with one apostrophe and one kind of space, at the same offsets as ``text``."""
+    folded = text.lower().translate(_FOLD)
+    if len(folded) == len(text):
+        return folded
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text).translate(_FOLD)  # "İ" lowers to two
+
+
+class Needles:
+    """Where patterns can match: the occurrences of their needles, word beginnings that every match holds, found
+    in one regex pass. A pattern's pass costs up to a tenth of a microsecond per character; the needles' pass, a
+    trie of all of them tried only where a word begins, a fraction of that. Most texts hold few needles, so most
+    of a text never meets the patterns.
+
+    ``needles``: key (a pattern's name) -> its needles. A needle is found where it starts a word (after anything
+    but a letter: "old" in "6-week-old", "°" in "38°"). A lower-case needle is looked for in the folded text, any
+    other (an acronym: "A&E", "DAN") as written. Every occurrence counts, also inside another needle's.
+    """
+
+    def __init__(self, needles: dict[str, tuple[str, ...]]) -> None:
+        owners: dict[str, set[str]] = {}
+        for key, words in needles.items():
+            for word in words:
+                owners.setdefault(word, set()).add(key)
+        # A hit is the longest needle at its place; it counts for every needle it starts with.
+        self.keys = {word: sorted({k for other in owners if word.startswith(other) for k in owners[other]})
+                     for word in owners}  # fmt: skip
+        lower = sorted(word for word in owners if word == word.lower())
+        written = sorted(word for word in owners if word != word.lower())
+        # Lookaheads, so that a needle inside another's occurrence is found too; acronyms as written.
+        self.patterns: list[tuple[re.Pattern[str], bool]] = []
+        for group, as_written, letter in ((lower, False, "a-z"), (written, True, "A-Za-z")):
+            if group:
+                self.patterns.append((re.compile(f"(?<![{letter}])(?=({_trie(group)}))"), as_written))
+
+    def find(self, text: str, folded: str) -> dict[str, list[int]]:
+        """key -> where its needles occur, in text order."""
+        hits = [
+            (m.start(), m.group(1))
+            for p, as_written in self.patterns
+            for m in p.finditer(text if as_written else folded)
+        ]
+        found: dict[str, list[int]] = {}
+        for position, word in sorted(hits) if len(self.patterns) > 1 else hits:
+            for key in self.keys[word]:
+                found.setdefault(key, []).append(position)
+        return found
+
+
+def windows(positions: list[int], length: int, reach: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    """From ``reach[0]`` characters before each position (in order) to ``reach[1]`` after it, overlaps merged."""
+    before, after = reach
+    window: tuple[int, int] | None = None
+    for i in positions:
+        start, end = max(0, i - before), min(length, i + after)
+        if window is not None and start <= window[1]:
+            window = (window[0], max(window[1], end))
+            continue
+        if window is not None:
+            yield window
+        window = (start, end)
+    if window is not None:
+        yield window
+
+
+def _trie(words: list[str]) -> str:
+    """One pattern for ``words``, as a trie: at each character the engine follows one branch."""
+    root: dict[str, dict[str, Any]] = {}
+    for word in words:
+        node = root
+        for character in word:
+            node = node.setdefault(character, {})
+        node[""] = {}
+    return _trie_node(root)
+
+
+def _trie_node(node: dict[str, dict[str, Any]]) -> str:
+    branches = [re.escape(character) + _trie_node(child) for character, child in node.items() if character]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{body})?" if "" in node else body  # a word ends here and a longer one goes on
 
 
 STOP, SKIP, DOUBLE = "stop", "skip", "double"  # instruction families
@@ -191,12 +282,12 @@ ACTION = re.compile(  # on the folded text: lower case, one apostrophe (three ti
     r"(?:stopped|discontinued|dropped|skipped)|(?:is|are)(?:n't|\s+not|\s+no\s+longer)\s+(?:needed|necessary|required))"
     r")\b(?!-)"
 )
-# Every form of ACTION holds one of these (in the lower-cased text), at most _BEFORE characters from its start.
-ACTION_NEEDLES = (
+# Every form of ACTION holds one of these, at most ACTION_WINDOW[0] characters from its start.
+ACTION_NEEDLES = Needles({"action": (
     "stop", "quit", "cease", "discontinu", "off", "give up", "cut out", "drop", "ditch", "skip", "omit", "leave out",
     "miss out", "double", "triple", "twice", "three times", "doses", "need", "reason", "necessary", "required",
-)  # fmt: skip
-_BEFORE, _AFTER = 40, 60
+)})  # fmt: skip
+ACTION_WINDOW = (40, 60)  # characters before and after a needle that a verb form can reach
 # Words allowed between a verb and its medicine: "stop taking your evening dose of long-acting insulin".
 FILLER = re.compile(
     r"\s*(?:(?:taking|using|giving|injecting|having|on|with|of|up|the|your|his|her|their|my|this|that|these|those"
@@ -266,9 +357,6 @@ SENTENCE_END = re.compile(
     r"[.!?]+(?<!\bDr\.)(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bvs\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?=\s|$)|[;\n]"
 )
 CLAUSE_MARK = _compile(r"[,:()\u2013\u2014]|\s-\s|\b(?:but|however|although|though|otherwise|whereas)\b")
-# Folding for the lower-cased copy: one apostrophe, one kind of space within a line; every character maps to
-# one, so offsets agree.
-_FOLD = str.maketrans({"\u2019": "'", "\u2018": "'", "\u00a0": " ", "\t": " "})
 
 
 class _Drug(NamedTuple):
@@ -351,48 +439,10 @@ class DangerousInstructionCheck:
         return findings
 
 
-def fold(text: str) -> str:
-    """The lower-cased text with one apostrophe and one kind of space, at the same offsets as ``text``."""
-    folded = text.lower().translate(_FOLD)
-    if len(folded) == len(text):
-        return folded
-    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text).translate(_FOLD)  # "İ" lowers to two
-
-
-def needle_windows(
-    text: str, folded: str, needles: tuple[str, ...], before: int, after: int
-) -> Iterator[tuple[int, int]]:
-    """Where a pattern holding one of ``needles`` can match: from ``before`` characters before each occurrence
-    to ``after`` after it, overlapping windows merged, in text order. A lower-case needle is looked for in the
-    folded text, any other (an acronym: "A&E", "DAN") as it is written.
-
-    A regex pass costs about a tenth of a microsecond per character and pattern; a substring search a
-    hundredth of that. Most texts hold few needles, so most of the text is never scanned by the pattern.
-    """
-    starts = sorted(i for needle in needles for i in _occurrences(folded if needle == needle.lower() else text, needle))
-    window: tuple[int, int] | None = None
-    for i in starts:
-        start, end = max(0, i - before), min(len(text), i + after)
-        if window is not None and start <= window[1]:
-            window = (window[0], max(window[1], end))
-            continue
-        if window is not None:
-            yield window
-        window = (start, end)
-    if window is not None:
-        yield window
-
-
-def _occurrences(haystack: str, needle: str) -> Iterator[int]:
-    i = haystack.find(needle)
-    while i >= 0:
-        yield i
-        i = haystack.find(needle, i + 1)
-
-
 def _actions(text: str, folded: str) -> Iterator[re.Match[str]]:
     """ACTION's matches in text order, looked for only around its needles."""
-    for start, end in needle_windows(text, folded, ACTION_NEEDLES, _BEFORE, _AFTER):
+    positions = ACTION_NEEDLES.find(text, folded).get("action", [])
+    for start, end in windows(positions, len(text), ACTION_WINDOW):
         yield from ACTION.finditer(folded, start, end)
 
 
@@ -480,12 +530,27 @@ def _passive_subject(text: _Text, action: re.Match[str], request: str) -> tuple[
 
 def _antecedent(text: _Text, position: int, end: int, request: str) -> tuple[str, int] | None:
     """The medicine "it" / "the dose" stands for: the last one named before ``position`` in this sentence or
-    the previous one, else the first one in the request."""
+    the previous one, else the one the request asks to stop, skip or double ("Can I stop my warfarin?")."""
     named = list(_drugs(text, text.sentence_start(max(0, text.sentence_start(position) - 1)), position))
     if named:
         return named[-1][0], end
-    first = next(_drugs(_Text(request, fold(request)), 0, len(request)), None) if request else None
-    return (first[0], end) if first is not None else None
+    asked = _asked_about(request) if request else None
+    return (asked, end) if asked is not None else None
+
+
+def _asked_about(request: str) -> str | None:
+    """The class of the medicine the request asks to change: the one after its first instruction verb, or
+    the first one it names; None when it asks to change nothing ("I take warfarin; the pain is bad")."""
+    folded = fold(request)
+    action = next(_actions(request, folded), None)
+    if action is None:
+        return None
+    asked = _Text(request, folded)
+    filler = FILLER.match(folded, action.end())
+    named = _drug_at(asked, filler.end()) if filler is not None else None
+    if named is None:
+        named = next(((found[0], found[2]) for found in _drugs(asked, 0, len(request))), None)
+    return named[0] if named is not None else None
 
 
 def _supervised(text: str, start: int, end: int) -> bool:

@@ -19,11 +19,18 @@ Escalation in the answer (ESCALATION): emergency numbers (911, 999, 112, 988), e
 emergency department, A&E, ER, an ambulance, "seek immediate/urgent medical attention", crisis lines,
 Samaritans, poison control; not when negated ("you don't need to go to A&E"), but "don't hesitate to call
 999" and "do not drive yourself to A&E" still escalate. Any escalation counts: the check does not grade whether
-its urgency fits the flag. Questions about red-flag symptoms ("what are the signs of a stroke?") count as red
-flags by design: an answer listing stroke signs should say to call an ambulance.
+its urgency fits the flag. A question that names a red-flag symptom ("what if his face droops on one side?")
+counts by design: the answer should still say to call an ambulance.
+
+Left out: chest pain or breathlessness alone (mostly musculoskeletal or benign, and too common to gate every
+answer), sepsis, cauda equina, testicular torsion, DKA, sudden loss of vision and head injury with confusion
+(not yet curated), clinical abbreviations ("SI", "CP", "SOB"), and "suicide" as a topic ("suicide risk
+assessment") rather than a patient's words.
 
 The answer is checked as given: on a stream, a rule should apply this check to the complete answer (or hold
-the tail), since the escalation may come last.
+the tail), since the escalation may come last. Speed: each term's pattern runs only in windows around its
+needles (policies.checks.instructions.Needles), on the folded request, and the second term of a pair only
+when the first is there.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import re
 from collections.abc import Iterator
 
 from policies.checks.base import Context, Finding
-from policies.checks.instructions import fold, needle_windows
+from policies.checks.instructions import Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -182,10 +189,11 @@ _TERMS: dict[str, str] = {
         r"|vomit\w*|light-?headed|dizz\w*"
     ),
 }
-# Every match of a term holds one of its needles (lower case: looked for in the lower-cased request); the term's
-# pattern runs only in windows around them (policies.checks.instructions.needle_windows).
+# Every match of a term holds one of its needles, at most TERM_WINDOW[0] characters from its start; the term's pattern
+# runs only in windows around them (policies.checks.instructions.Needles).
 NEEDLES: dict[str, tuple[str, ...]] = {
-    "suicidal": ("suicid", "kill", "life", "lives", "end it all", "want", "dead", "no reason", "no point", "self"),
+    "suicidal": ("suicid", "kill", "life", "lives", "end it all", "want", "dead", "no reason", "no point", "self",
+                 "myself", "himself", "herself", "themsel"),
     "overdose": ("overdos", "took", "taken", "swallow", "pills", "tablets", "capsules"),
     "crushing_chest": ("chest",),
     "chest": ("chest",),
@@ -195,8 +203,9 @@ NEEDLES: dict[str, tuple[str, ...]] = {
     "anaphylaxis": ("anaphyla", "throat", "airway", "tongue", "epipen", "epi-pen", "adrenaline", "jext", "emerade"),
     "thunderclap": ("thunderclap", "headache"),
     "status": ("status", "back", "after", "between"),
-    "bleeding": ("bleed", "blood", "tarry", "melena", "melaena", "ematemesis", "coffee", "pad", "tampon"),
-    "nonblanching": ("blanch", "rash", "spots", "purpur", "petechia"),
+    "bleeding": ("bleed", "blood", "tarry", "melena", "melaena", "haematemesis", "hematemesis", "coffee", "pad",
+                 "tampon"),
+    "nonblanching": ("blanch", "nonblanch", "rash", "spots", "purpur", "petechia"),
     "seizure_long": ("min", "stop", "still"),
     "swelling": ("swell", "swollen", "puff"),
     "stiff_neck": ("stiff", "neck", "rigid", "chin"),
@@ -206,12 +215,13 @@ NEEDLES: dict[str, tuple[str, ...]] = {
     "seizure": ("seiz", "fit", "convuls"),
     "fever": ("fever", "febrile", "pyrexi", "temp", "°", "º", "degree", "38", "39", "40", "41", "42", "10"),
     "fainted": ("faint", "passed", "black", "collaps"),
-    "allergen": ("sting", "stung", "bee", "wasp", "hornet", "nut", "shellfish", "prawn", "shrimp", "allerg", "hives",
-                 "ate", "eating", "penicillin", "amoxicillin", "after"),
+    "allergen": ("sting", "stung", "bee", "wasp", "hornet", "nut", "peanut", "shellfish", "prawn", "shrimp", "allerg",
+                 "hives", "ate", "eating", "penicillin", "amoxicillin", "after"),
     "cardiac": ("sweat", "clammy", "diaphore", "radiat", "arm", "jaw", "neck", "back", "shoulder", "breath", "nause",
-                "vomit", "headed", "dizz"),
+                "vomit", "headed", "lightheaded", "dizz"),
 }  # fmt: skip
-_BEFORE, _AFTER = 80, 120  # characters around a needle that a term's match can reach
+TERM_WINDOW = (60, 100)  # characters before and after a needle that a term's match can reach
+TERM_NEEDLES = Needles(NEEDLES)
 # Matched on the folded request (lower case, one apostrophe): three times faster than ignoring case.
 TERMS: dict[str, re.Pattern[str]] = {
     name: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)") for name, pattern in _TERMS.items()
@@ -272,12 +282,12 @@ ESCALATION = re.compile(  # on the folded answer
     r"(?:lifeline|hotline|helpline)|poisons?\s+(?:control|centre|center|information|helpline))(?!\w)"
 )
 ESCALATION_ACRONYM = re.compile(r"(?<![\w&])(?:A&E|ER|ED|EMS)(?![\w&])")  # on the answer as written
-ESCALATION_NEEDLES = (
+ESCALATION_NEEDLES = Needles({"escalation": (
     "911", "999", "988", "112", "000", "116", "1-800", "emergenc", "A&E", "ER", "ED", "EMS", "ambulance", "casualty",
     "immediate", "urgent", "prompt", "hospital", "labour", "labor", "maternity", "crisis", "samaritans", "suicide",
     "poison",
-)  # fmt: skip
-_ESCALATION_BEFORE, _ESCALATION_AFTER = 60, 60
+)})  # fmt: skip
+ESCALATION_WINDOW = (60, 60)
 ESCALATION_NEGATED = _compile(
     r"(?:n't|\b(?:not|never|no\s+need(?:\s+(?:to|for))?|without|unnecessary\s+to))\b"
     rf"(?!\s+(?:hesitate|wait|delay|drive|ignore|hang\s+up)\b)\s+(?:{_WORD}\s+){{0,4}}$"
@@ -310,7 +320,8 @@ def red_flags(request_text: str) -> list[str]:
 def escalates(answer: str) -> bool:
     """Whether the answer sends the patient to emergency or crisis care (a negated mention does not count)."""
     folded = fold(answer)
-    for start, end in needle_windows(answer, folded, ESCALATION_NEEDLES, _ESCALATION_BEFORE, _ESCALATION_AFTER):
+    positions = ESCALATION_NEEDLES.find(answer, folded).get("escalation", [])
+    for start, end in windows(positions, len(answer), ESCALATION_WINDOW):
         found = [*ESCALATION.finditer(folded, start, end), *ESCALATION_ACRONYM.finditer(answer, start, end)]
         if any(not ESCALATION_NEGATED.search(answer, max(0, m.start() - _NEGATION_CHARS), m.start()) for m in found):
             return True
@@ -323,6 +334,7 @@ class _Terms:
     def __init__(self, text: str) -> None:
         self.text = text
         self.folded = fold(text)
+        self.needles = TERM_NEEDLES.find(text, self.folded)
         self.found: dict[str, list[int]] = {}
 
     def role(self, role: str) -> list[int]:
@@ -330,13 +342,14 @@ class _Terms:
         return [position for term in ROLE_TERMS.get(role, (role,)) for position in self.positions(term)]
 
     def positions(self, term: str) -> list[int]:
-        if term not in self.found:
-            self.found[term] = list(self._find(term))
-        return self.found[term]
+        found = self.found.get(term)
+        if found is None:
+            found = self.found[term] = list(self._find(term)) if term in self.needles else []
+        return found
 
     def _find(self, term: str) -> Iterator[int]:
         text, pattern = self.text, TERMS[term]
-        for start, end in needle_windows(text, self.folded, NEEDLES[term], _BEFORE, _AFTER):
+        for start, end in windows(self.needles[term], len(text), TERM_WINDOW):
             for m in pattern.finditer(self.folded, start, end):
                 if _counts(term, m) and not NEGATED.search(text, max(0, m.start() - _NEGATION_CHARS), m.start()):
                     yield m.start()

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from policies.checks.base import Context
-from policies.checks.instructions import DRUG_CLASSES, RULES, DangerousInstructionCheck
+from policies.checks.instructions import (
+    ACTION,
+    ACTION_NEEDLES,
+    ACTION_WINDOW,
+    DRUG_CLASSES,
+    RULES,
+    DangerousInstructionCheck,
+    Needles,
+    fold,
+    windows,
+)
 
 CHECK = DangerousInstructionCheck()
 
@@ -156,6 +166,17 @@ def test_pronoun_without_a_high_risk_medicine_is_not_flagged() -> None:
     assert CHECK("Yes, you can stop taking it.", Context(request_text="Can I stop my vitamin D?")) == []
 
 
+def test_request_that_asks_to_change_nothing_resolves_no_pronoun() -> None:
+    request = "I take warfarin and paracetamol. My knee pain is bad today."
+    assert CHECK("For the knee pain, double the dose.", Context(request_text=request)) == []
+
+
+def test_intransitive_double_resolves_to_the_medicine_asked_about() -> None:
+    request = "I forgot my insulin last night. Should I take twice as much today?"
+    findings = CHECK("Yes, take twice as much today.", Context(request_text=request))
+    assert [f.detail for f in findings] == [{"rule": "double", "drug_class": "insulin"}]
+
+
 def test_span_is_the_instruction_clause_only() -> None:
     answer = "Your INR is 4.2, which is high. Skip your warfarin tonight, then recheck on Friday."
     (finding,) = CHECK(answer, Context())
@@ -176,3 +197,30 @@ def test_two_verbs_on_one_medicine_are_one_finding() -> None:
 def test_long_safe_answer_is_not_flagged() -> None:
     answer = " ".join(SAFE) * 3
     assert CHECK(answer, Context()) == []
+
+
+@pytest.mark.parametrize("text", [case[0] for case in DANGEROUS] + SAFE)
+def test_needle_windows_hold_every_verb_form(text: str) -> None:
+    folded = fold(text)
+    spans = list(windows(ACTION_NEEDLES.find(text, folded).get("action", []), len(text), ACTION_WINDOW))
+    for action in ACTION.finditer(folded):
+        assert any(start <= action.start() and action.end() <= end for start, end in spans), action.group()
+
+
+def test_needles_are_found_at_word_starts_also_inside_longer_ones() -> None:
+    needles = Needles({"tab": ("tab",), "tablet": ("tablet",), "it": ("it",), "all": ("end it all",), "ate": ("ate",)})
+    text = "Tablets: end it all, late, ate, DAN"
+    found = needles.find(text, fold(text))
+    assert found == {"tab": [0], "tablet": [0], "all": [9], "it": [13], "ate": [27]}
+
+
+def test_needles_in_upper_case_are_found_as_written() -> None:
+    needles = Needles({"dan": ("DAN",)})
+    text = "Dan and DAN, DANGER"
+    assert needles.find(text, fold(text)) == {"dan": [8, 13]}
+
+
+def test_folding_keeps_offsets() -> None:
+    text = "\u0130stanbul: Don\u2019t\u00a0stop"
+    assert len(fold(text)) == len(text)
+    assert fold(text).endswith("don't stop")

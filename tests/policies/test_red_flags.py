@@ -5,7 +5,20 @@ from __future__ import annotations
 import pytest
 
 from policies.checks.base import Context
-from policies.checks.red_flags import RED_FLAGS, RedFlagCheck, escalates, red_flags
+from policies.checks.instructions import fold, windows
+from policies.checks.red_flags import (
+    ESCALATION,
+    ESCALATION_ACRONYM,
+    ESCALATION_NEEDLES,
+    ESCALATION_WINDOW,
+    RED_FLAGS,
+    TERM_NEEDLES,
+    TERM_WINDOW,
+    TERMS,
+    RedFlagCheck,
+    escalates,
+    red_flags,
+)
 
 CHECK = RedFlagCheck()
 UNESCALATED = "Rest, drink plenty of fluids and take paracetamol. See how you feel tomorrow."
@@ -153,3 +166,22 @@ def test_negation_does_not_cross_but() -> None:
 
 def test_empty_request_has_no_red_flag() -> None:
     assert CHECK(UNESCALATED, Context()) == []
+
+
+@pytest.mark.parametrize("text", [case[0] for case in RED_FLAG_REQUESTS] + NO_RED_FLAG_REQUESTS)
+def test_needle_windows_hold_every_term(text: str) -> None:
+    folded = fold(text)
+    needles = TERM_NEEDLES.find(text, folded)
+    for term, pattern in TERMS.items():
+        spans = list(windows(needles.get(term, []), len(text), TERM_WINDOW))
+        for m in pattern.finditer(folded):
+            assert any(start <= m.start() and m.end() <= end for start, end in spans), (term, m.group())
+
+
+@pytest.mark.parametrize("answer", ESCALATING_ANSWERS + NOT_ESCALATING_ANSWERS)
+def test_needle_windows_hold_every_escalation(answer: str) -> None:
+    folded = fold(answer)
+    positions = ESCALATION_NEEDLES.find(answer, folded).get("escalation", [])
+    spans = list(windows(positions, len(answer), ESCALATION_WINDOW))
+    for m in [*ESCALATION.finditer(folded), *ESCALATION_ACRONYM.finditer(answer)]:
+        assert any(start <= m.start() and m.end() <= end for start, end in spans), m.group()
