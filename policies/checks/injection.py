@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 
 from policies.checks.base import Context, Finding
-from policies.checks.instructions import Needles, fold, windows
+from policies.checks.text import Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:

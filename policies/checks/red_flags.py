@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterator
 
 from policies.checks.base import Context, Finding
-from policies.checks.instructions import Needles, fold, windows
+from policies.checks.text import Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:

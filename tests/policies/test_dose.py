@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from policies.checks.base import Context, Finding
-from policies.checks.dose import TABLE_PATH, DoseCheck, DoseTableError, default_table, load_table
+from policies.checks.dose import DoseCheck
+from policies.checks.dose_table import TABLE_PATH, DoseTableError, default_table, load_table
 
 CHECK = DoseCheck()
 DETAIL_KEYS = {"drug", "dose_mg", "limit_mg", "limit", "population"}
