@@ -2,12 +2,12 @@
 
 ``StreamGuard.feed`` takes each event as the relay would send it and returns the events to send now. An
 event is held until at least ``window`` characters of its choice's text follow it, so that a rule has seen
-the text around it before any of it leaves; every new piece of text is checked together with the held text
-before it. When a blocking rule fires, the events before the finding leave, the event that holds its first
-character leaves cut just before it, and a last chunk with ``finish_reason: "content_filter"`` and
-``[DONE]`` end the stream: no character of the blocked span is ever sent. A redacting rule replaces its span
-with ``[redacted]`` in the held events. Without such a rule in force the relay does not use a guard at all,
-and chunks are not held back.
+the text around it before any of it leaves; text leaves in steps of STEP characters, and before each step
+the new text is checked together with the held text before it. When a blocking rule fires, the events
+before the finding leave, the event that holds its first character leaves cut just before it, and a last
+chunk with ``finish_reason: "content_filter"`` and ``[DONE]`` end the stream: no character of the blocked
+span is ever sent. A redacting rule replaces its span with ``[redacted]`` in the held events. Without such
+a rule in force the relay does not use a guard at all, and chunks are not held back.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from gateway.streaming import DONE, event_data
 from policies.checks.base import Check, Context, Finding
 
 REDACTED = "[redacted]"
+STEP = 64  # characters released at a time once the window is full
 Decide = Callable[[str, Finding], None]  # (rule id, finding) -> record the decision
 
 
@@ -62,12 +63,18 @@ class StreamGuard:
         if data is not None and data.strip() == DONE:
             out = self._finish()
             return out if self.blocked else [*out, event]
-        held = self._hold(event, data)
-        if held.spans:
-            cut = self._check(list(held.spans))
-            if cut is not None:
-                return self._block(*cut)
+        self._hold(event, data)
+        if not self._due():
+            return []  # nothing could leave yet: no need to check
+        cut = self._check(list(self.texts))
+        if cut is not None:
+            return self._block(*cut)
         return self._release(final=False)
+
+    def _due(self) -> bool:
+        """Whether at least STEP characters of some choice could leave: text leaves (and is checked) in steps,
+        not per event, so the checks run a few times per stream rather than on every token."""
+        return any(len(text) - self.window - self.sent.get(i, 0) >= STEP for i, text in self.texts.items())
 
     def end(self) -> list[bytes]:
         """The upstream ended without [DONE]: release or block what is held (no [DONE] is invented)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +28,21 @@ class Finding:
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a check may need besides the text it checks: the caller's own words (user turns and supplied
-    documents, joined), to tell a leak from an echo, or a red flag in the request."""
+    documents, joined), to tell a leak from an echo, or a red flag in the request.
+
+    ``derived`` caches what a check computes from the request once per exchange (a stream is checked many
+    times, the request never changes): see ``once``."""
 
     request_text: str = ""
     system_text: str = ""
+    derived: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def once(self, key: str, compute: Callable[[str], T]) -> T:
+        """``compute(request_text)``, computed on the first call for ``key`` and remembered."""
+        if key not in self.derived:
+            self.derived[key] = compute(self.request_text)
+        value: T = self.derived[key]
+        return value
 
 
 class Check(Protocol):

@@ -52,7 +52,7 @@ class PhiLeak:
         spans = matches(text)
         spans += [Span(m.start(), m.end(), "NPI", -1) for m in NPI.finditer(text) if _luhn_npi(m.group())]
         spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
-        supplied = _fold(context.request_text)
+        supplied = context.once("phi_folded", _fold)
         findings = []
         for start, end, kind, _ in resolve(spans):
             value = _fold(text[start:end])

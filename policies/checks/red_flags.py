@@ -301,7 +301,7 @@ class RedFlagCheck:
     name: str = "red_flag_unescalated"
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
-        flags = red_flags(context.request_text)
+        flags = context.once("red_flags", red_flags)
         if not flags or escalates(text):
             return []
         return [Finding(self.name, 0, len(text), {"red_flag": flags[0]})]

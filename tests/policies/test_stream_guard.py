@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from policies.checks.base import Context, Finding
-from policies.stream import GuardRule, StreamGuard
+from policies.stream import STEP, GuardRule, StreamGuard
 
 
 class Word:
@@ -65,12 +65,14 @@ def test_clean_text_passes_unchanged_and_complete() -> None:
     assert [e for e in sent if e != DONE] == [event(), *(event(p) for p in pieces), event(finish="stop")]
 
 
-def test_events_are_held_until_a_window_of_text_follows_them() -> None:
+def test_events_are_held_until_a_window_of_text_follows_them_and_leave_in_steps() -> None:
     g, _ = guard(window=10)
-    assert g.feed(event("0123456789")) == []  # nothing follows it yet
+    first = "x" * STEP
+    assert g.feed(event(first)) == []  # nothing follows it yet
     assert g.feed(event("abcde")) == []  # 5 characters follow: still held
-    released = g.feed(event("fghij"))  # now 10 follow the first event
-    assert text_of(released) == "0123456789"
+    released = g.feed(event("fghij"))  # now 10 follow the first event, and a step of text can leave
+    assert text_of(released) == first
+    assert g.feed(event("k")) == []  # one more character is not a step
 
 
 @pytest.mark.parametrize(
