@@ -10,7 +10,14 @@ It is a raw asyncio Protocol speaking just enough HTTP/1.1 (keep-alive, Content-
 requests) so that it adds as little as possible to what is being measured: ~0.1 ms per request on
 loopback. It uses uvloop when installed and only the standard library otherwise.
 
+The answer is "Hello! How can I help you today?" unless ``--answer-file FILE`` (or the environment variable
+``BENCH_ANSWER_FILE``) names a text file, read once at start: then both answers carry that text (stripped of
+surrounding white space), the complete one as its message content, the streamed one cut into chunks of
+``--chunk-words`` words (default 4; each chunk keeps the white space before its first word, so the chunks join
+back into the text), and ``usage.completion_tokens`` is the text's word count.
+
     python bench/fake_upstream.py --port 9100 [--host 127.0.0.1] [--chunk-delay-ms 0]
+        [--answer-file answer.txt] [--chunk-words 4]
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
+from pathlib import Path
 
 MODEL = "bench-model"
 CREATED = 1_700_000_000
@@ -113,6 +122,30 @@ def _response(status: bytes, ctype: bytes, body: bytes, keep_alive: bool) -> byt
 
 
 RESP_COMPLETION = _response(b"200 OK", b"application/json", COMPLETION, True)
+
+
+def use_answer(text: str, chunk_words: int = 4) -> None:
+    """Answer with ``text`` from now on: as the complete answer's content, and streamed in chunks of
+    ``chunk_words`` words; ``usage`` counts its words as completion tokens."""
+    global COMPLETION, RESP_COMPLETION, SSE_EVENTS, SSE_USAGE
+    text = text.strip()
+    words = re.findall(r"\s*\S+", text)
+    pieces = ["".join(words[i : i + chunk_words]) for i in range(0, len(words), max(1, chunk_words))]
+    usage = {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)}
+    completion = json.loads(COMPLETION)
+    completion["choices"][0]["message"]["content"] = text
+    completion["usage"] = usage
+    COMPLETION = json.dumps(completion, separators=(",", ":")).encode()
+    RESP_COMPLETION = _response(b"200 OK", b"application/json", COMPLETION, True)
+    chunks = [
+        _chunk({"role": "assistant", "content": ""}, None),
+        *(_chunk({"content": piece}, None) for piece in pieces),
+        _chunk({}, "stop"),
+    ]
+    SSE_EVENTS = [_sse(c) for c in chunks]
+    SSE_USAGE = _sse({**_USAGE_CHUNK, "usage": usage})
+
+
 RESP_MODELS = _response(b"200 OK", b"application/json", MODELS, True)
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -204,7 +237,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
 
 def _dechunk(raw: bytes) -> bytes:
-    out = []
+    out: list[bytes] = []
     pos = 0
     while True:
         nl = raw.find(b"\r\n", pos)
@@ -232,8 +265,18 @@ def main() -> None:
     p.add_argument("--port", type=int, default=9100)
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause before each SSE event")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    p.add_argument(
+        "--answer-file",
+        default=os.environ.get("BENCH_ANSWER_FILE", ""),
+        metavar="FILE",
+        help="answer with this file's text, complete and streamed (default: $BENCH_ANSWER_FILE, else the built-in "
+        "short answer)",
+    )
+    p.add_argument("--chunk-words", type=int, default=4, help="words per streamed chunk of --answer-file (default 4)")
     a = p.parse_args()
     UpstreamProtocol.chunk_delay = a.chunk_delay_ms / 1000.0
+    if a.answer_file:
+        use_answer(Path(a.answer_file).read_text(encoding="utf-8"), a.chunk_words)
     if not a.no_uvloop:
         try:
             import uvloop

@@ -11,6 +11,11 @@ and are driven by wrk with the same Lua script (bench/chat.lua). Per setup it me
   * resident memory: summed VmRSS of the server's process tree, read from /proc after the load.
 
     python bench/run.py [--duration 10] [--only direct,medic-gateway,litellm,portkey]
+    python bench/run.py --only direct,medic-gateway --no-stream --medec-body --gateway-args "--sample-rate 1.0"
+
+--body FILE sends a JSON request body of your own instead of the small built-in one; --medec-body builds a
+handover-summary request from MEDEC-MS at run time (and makes the fake upstream answer with a summary of
+realistic length), which is what the embedded fidelity judge needs to have something to judge.
 
 Missing tools are installed on first use: wrk with apt-get, LiteLLM into a virtualenv under
 bench/.work/, the Portkey gateway with npm under bench/.work/. Results go to stdout as Markdown and
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import http.client
 import json
@@ -33,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +59,16 @@ PROJECT_VENV = ROOT / ".venv"
 LITELLM_SPEC = "litellm[proxy]==1.106.2"
 PORTKEY_VERSION = "1.15.2"
 PORTKEY_OVERRIDES = {"@hono/node-server": "1.13.5", "hono": "4.9.7"}
+
+# --medec-body: a handover-summary request built from MEDEC-MS (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0)
+MEDEC_CSV = ROOT.parent / "shared" / "data" / "medec" / "medec-ms-validation.csv"
+MEDEC_PROMPT = "Summarise the following note for the handover.\n\nNote:\n"
+# The note joins consecutive corrected notes until it has at least max(MEDEC_SOURCE_WORDS, 2 x the answer's words);
+# the fake upstream's answer takes sentences of those notes until it has --medec-answer-words words (default 150).
+MEDEC_SOURCE_WORDS = 300
+MEDEC_ANSWER_WORDS = 150
+# The text in a --gateway-config file that is replaced by the fake upstream's base URL.
+UPSTREAM_PLACEHOLDER = "BENCH_UPSTREAM_URL"
 
 # Targets for medic-gateway (from the performance issue).
 TARGET_ADDED_P50_MS = 0.3
@@ -280,6 +297,98 @@ def chat_body(stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
+def medec_request(path: Path, answer_words: int = MEDEC_ANSWER_WORDS) -> tuple[dict[str, object], str, str]:
+    """(request body, note, answer): a handover-summary request built from MEDEC-MS, and an answer to it.
+
+    The note joins the corrected text of consecutive rows, from the first (one row per case), until it has
+    max(MEDEC_SOURCE_WORDS, 2 x answer_words) words. The answer is an extractive summary of realistic length:
+    sentences of those notes taken in turn (each note's first, then each note's second, ...) until it has
+    answer_words words, kept in the notes' order.
+    """
+    source_words = max(MEDEC_SOURCE_WORDS, 2 * answer_words)
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    notes: list[str] = []
+    for row in rows:
+        corrected = row["Corrected Text"].strip()
+        text = corrected if corrected and corrected != "NA" else row["Text"].strip()
+        if any(_same_case(text, n) for n in notes):
+            continue  # MEDEC often has one case twice in a row (with and without an error): keep one
+        notes.append(text)
+        if len(" ".join(notes).split()) >= source_words:
+            break
+    note = "\n\n".join(notes)
+    sentences = [re.split(r"(?<=[.!?])\s+", n) for n in notes]
+    picked: set[tuple[int, int]] = set()
+    words = 0
+    for depth in range(max(len(x) for x in sentences)):
+        for i, sents in enumerate(sentences):
+            if depth < len(sents) and words < answer_words:
+                picked.add((i, depth))
+                words += len(sents[depth].split())
+    answer = "\n\n".join(
+        " ".join(sents[d] for d in range(len(sents)) if (i, d) in picked) for i, sents in enumerate(sentences)
+    )
+    body: dict[str, object] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": MEDEC_PROMPT + note}],
+        "max_tokens": 400,
+        "temperature": 0,
+    }
+    return body, note, answer.strip()
+
+
+def _same_case(a: str, b: str) -> bool:
+    """Two MEDEC notes are the same case when most of their words are shared."""
+    wa, wb = set(a.lower().split()), set(b.lower().split())
+    return len(wa & wb) >= 0.6 * min(len(wa), len(wb))
+
+
+def prepare_bodies(args: argparse.Namespace) -> dict[bool, Path] | None:
+    """The request body files wrk sends (non-streaming, streaming) for --body or --medec-body; None: built-in.
+
+    --medec-body writes its request to bench/.work/medec-body.json and its answer to bench/.work/medec-answer.txt
+    (the fake upstream's answer, complete and streamed, unless --answer-file is given). The body is re-serialised
+    compactly, without "stream" for the non-streaming runs and with "stream": true for the streaming one.
+    """
+    args.body_note = ""
+    if args.medec_body:
+        body, note, answer = medec_request(Path(args.medec_data), args.medec_answer_words)
+        WORK.mkdir(parents=True, exist_ok=True)
+        args.body = str(WORK / "medec-body.json")
+        Path(args.body).write_text(json.dumps(body, indent=1) + "\n")
+        if not args.answer_file:
+            args.answer_file = str(WORK / "medec-answer.txt")
+            Path(args.answer_file).write_text(answer)
+        args.body_note = (
+            f"MEDEC-MS handover summary request (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0): "
+            f"{len(note.split())}-word note, {len(answer.split())}-word answer"
+        )
+    if not args.body:
+        return None
+    obj = json.loads(Path(args.body).read_text(encoding="utf-8"))
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+        sys.exit(f"--body {args.body}: not a JSON chat completion request (an object with messages)")
+    obj.pop("stream", None)
+    WORK.mkdir(parents=True, exist_ok=True)
+    files = {False: WORK / "body.json", True: WORK / "body-stream.json"}
+    files[False].write_text(json.dumps(obj, separators=(",", ":")))
+    files[True].write_text(json.dumps({**obj, "stream": True}, separators=(",", ":")))
+    size = files[False].stat().st_size
+    args.body_note = f"{rel(Path(args.body))}, {size:,} bytes" + (f"; {args.body_note}" if args.body_note else "")
+    return files
+
+
+def start_upstream(py: str, port: int, cpus: str | None, args: argparse.Namespace) -> Server:
+    """The fake upstream; with --answer-file (or --medec-body) it answers with that text, complete and streamed."""
+    cmd = [py, str(BENCH / "fake_upstream.py"), "--port", str(port)]
+    if args.answer_file:
+        cmd += ["--answer-file", str(Path(args.answer_file).resolve()), "--chunk-words", str(args.chunk_words)]
+    if args.chunk_delay_ms:
+        cmd += ["--chunk-delay-ms", str(args.chunk_delay_ms)]
+    return spawn("fake-upstream", cmd, cpus)
+
+
 def wait_ready(srv: Server, port: int, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -301,21 +410,117 @@ def tail(p: Path, n: int = 30) -> str:
     return ""
 
 
-def preflight(port: int, headers: dict[str, str]) -> None:
-    """One non-streaming and one streaming request must come back valid before anything is timed."""
+def preflight(port: int, headers: dict[str, str], bodies: dict[bool, Path] | None = None) -> str:
+    """One non-streaming and one streaming request must come back valid before anything is timed.
+
+    Returns the non-streaming answer's `x-medic-policy` header (what a policy rule did to it), or "".
+    """
     h = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench", **headers}
-    status, body, _ = http_req(port, "POST", "/v1/chat/completions", chat_body(False), h)
+
+    def request_body(stream: bool) -> bytes:
+        return bodies[stream].read_bytes() if bodies else chat_body(stream)
+
+    status, body, rh = http_req(port, "POST", "/v1/chat/completions", request_body(False), h)
     if status != 200:
         raise RuntimeError(f"non-streaming preflight: HTTP {status}: {body[:500]!r}")
+    policy = rh.get("x-medic-policy", "")
     obj = json.loads(body)
     if obj.get("object") != "chat.completion" or not obj.get("choices") or "usage" not in obj:
         raise RuntimeError(f"non-streaming preflight: unexpected body {body[:500]!r}")
-    status, body, rh = http_req(port, "POST", "/v1/chat/completions", chat_body(True), h)
+    status, body, rh = http_req(port, "POST", "/v1/chat/completions", request_body(True), h)
     if status != 200:
         raise RuntimeError(f"streaming preflight: HTTP {status}: {body[:500]!r}")
     events = [ln[6:] for ln in body.decode().splitlines() if ln.startswith("data: ")]
     if not events or events[-1].strip() != "[DONE]" or "text/event-stream" not in rh.get("content-type", ""):
         raise RuntimeError(f"streaming preflight: not an SSE stream ending in [DONE]: {body[:500]!r}")
+    return policy
+
+
+# --------------------------------------------------------------------------------------- first content
+
+CONTENT_RE = re.compile(rb'"content":\s*"(?!")')  # an SSE chunk whose delta carries text (not the role's "")
+
+
+@dataclass
+class FirstContent:
+    """Serial streaming requests timed by a Python client: milliseconds from sending each request to the first byte
+    of the response, to the first chunk that carries text, and to the end of the response."""
+
+    first_byte_ms: list[float]
+    first_content_ms: list[float]
+    complete_ms: list[float]
+
+    @staticmethod
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def first_content(
+    port: int, body: bytes, headers: dict[str, str], count: int, cpu: str | None, warmup: int = 5
+) -> FirstContent:
+    """`count` sequential streaming requests (after `warmup` untimed ones) on one keep-alive connection, read
+    with raw sockets as bytes arrive; the process runs on the client's CPU meanwhile."""
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer sk-bench\r\nContent-Length: {len(body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode()
+    request = head + body
+    out = FirstContent([], [], [])
+    before = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {int(cpu)})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(warmup + count):
+                times = _one_stream(sock, request)
+                if i >= warmup:
+                    out.first_byte_ms.append(times[0])
+                    out.first_content_ms.append(times[1])
+                    out.complete_ms.append(times[2])
+    finally:
+        os.sched_setaffinity(0, before)
+    return out
+
+
+def _one_stream(sock: socket.socket, request: bytes) -> tuple[float, float, float]:
+    t0 = time.perf_counter()
+    sock.sendall(request)
+    buf = b""
+    first_byte = first_text = -1.0
+    end = length = -1
+    while True:
+        data = sock.recv(262144)
+        now = time.perf_counter()
+        if not data:
+            raise RuntimeError("first-content client: the server closed the connection")
+        first_byte = now if first_byte < 0 else first_byte
+        buf += data
+        if end < 0:
+            end, length = _response_head(buf)
+            if end < 0:
+                continue
+        if first_text < 0 and CONTENT_RE.search(buf, end):
+            first_text = now
+        if (length >= 0 and len(buf) >= end + 4 + length) or (length < 0 and buf.endswith(b"\r\n0\r\n\r\n")):
+            break
+    if first_text < 0:
+        raise RuntimeError("first-content client: no chunk with text in the stream")
+    return (first_byte - t0) * 1000, (first_text - t0) * 1000, (now - t0) * 1000
+
+
+def _response_head(buf: bytes) -> tuple[int, int]:
+    """(offset of the blank line ending the head, Content-Length or -1 when chunked); (-1, -1) while incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return -1, -1
+    if not buf.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"first-content client: {buf[:200]!r}")
+    m = re.search(rb"\r\ncontent-length:\s*(\d+)", buf[:end].lower())
+    return end, int(m.group(1)) if m else -1
 
 
 # --------------------------------------------------------------------------------------- wrk
@@ -345,12 +550,14 @@ def run_wrk(
     stream: bool,
     headers: dict[str, str],
     cpus: str | None,
+    body_file: Path | None = None,
 ) -> WrkResult:
     env = {
         **os.environ,
         "BENCH_STREAM": "1" if stream else "0",
         "BENCH_MODEL": MODEL,
         "BENCH_HEADERS": "|".join(f"{k}: {v}" for k, v in headers.items()),
+        "BENCH_BODY_FILE": str(body_file) if body_file else "",
     }
     cmd = [
         wrk,
@@ -392,7 +599,7 @@ class Setup:
 
 def gateway_cmd(args: argparse.Namespace) -> list[str] | None:
     if args.gateway_cmd:
-        return args.gateway_cmd.split()
+        return str(args.gateway_cmd).split()
     exe = PROJECT_VENV / "bin" / "medic-gateway"
     if exe.exists():
         return [str(exe)]
@@ -410,9 +617,14 @@ def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
         if cmd is None:
             raise RuntimeError("medic-gateway CLI not found: run `pip install -e .` in the project venv (.venv)")
         extra = args.gateway_args.split() if args.gateway_args else []
+        source = ["--upstream", upstream]
+        if args.gateway_config:
+            cfg = WORK / "gateway-config.yaml"
+            cfg.write_text(Path(args.gateway_config).read_text().replace(UPSTREAM_PLACEHOLDER, upstream))
+            source = ["--config", str(cfg)]
         return spawn(
             "medic-gateway",
-            [*cmd, "serve", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port), *extra],
+            [*cmd, "serve", *source, "--host", "127.0.0.1", "--port", str(port), *extra],
             cpus,
         )
 
@@ -524,6 +736,9 @@ class Row:
     rss_mb: float | None = None
     peak_mb: float | None = None
     nprocs: int = 0
+    metrics: list[str] = field(default_factory=list)  # --gateway-metrics lines of /metrics after the load
+    first: FirstContent | None = None  # --first-content: serial streams timed by a Python client
+    policy: str = ""  # x-medic-policy header of the preflight's non-streaming answer
     error: str = ""
 
 
@@ -542,11 +757,13 @@ def measure(
         headers = dict(setup.headers)
         if setup.name == "portkey":
             headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream_url}
-        preflight(port, headers)
+        row.policy = preflight(port, headers, args.body_files)
         direct_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions" if srv is not None else None
         run_phases(row, args, wrk, f"http://127.0.0.1:{port}/v1/chat/completions", headers, cpus["client"], direct_url)
         if srv is not None:
             row.rss_mb, row.peak_mb, row.nprocs = tree_rss_mb(srv.proc.pid)
+            if setup.name == "medic-gateway" and args.gateway_metrics:
+                row.metrics = scrape_metrics(port, args.gateway_metrics.split(","))
             if srv.proc.poll() is not None:
                 raise RuntimeError(f"{setup.name} exited during the run; see {rel(srv.logfile)}")
         for name, r in (("serial", row.serial), ("stream", row.stream), ("load", row.load)):
@@ -561,6 +778,15 @@ def measure(
     return row
 
 
+def scrape_metrics(port: int, prefixes: list[str]) -> list[str]:
+    """The samples of the server's /metrics whose names start with one of `prefixes`."""
+    status, body, _ = http_req(port, "GET", "/metrics", None, {})
+    if status != 200:
+        return [f"GET /metrics: HTTP {status}"]
+    wanted = tuple(x.strip() for x in prefixes if x.strip())
+    return [ln for ln in body.decode().splitlines() if ln.startswith(wanted)]
+
+
 def run_phases(
     row: Row,
     args: argparse.Namespace,
@@ -572,9 +798,20 @@ def run_phases(
 ) -> None:
     """Warm-up, serial (with a same-moment direct baseline), serial streaming, then the concurrent load."""
     name = row.setup.name
+    bodies: dict[bool, Path] = args.body_files or {}
 
     def serial(u: str, h: dict[str, str], stream: bool = False) -> WrkResult:
-        return run_wrk(wrk, u, conns=1, threads=1, seconds=args.serial_duration, stream=stream, headers=h, cpus=cpus)
+        return run_wrk(
+            wrk,
+            u,
+            conns=1,
+            threads=1,
+            seconds=args.serial_duration,
+            stream=stream,
+            headers=h,
+            cpus=cpus,
+            body_file=bodies.get(stream),
+        )
 
     log(f"{name}: warm-up {args.warmup:.0f}s")
     run_wrk(
@@ -586,6 +823,7 @@ def run_phases(
         stream=False,
         headers=headers,
         cpus=cpus,
+        body_file=bodies.get(False),
     )
     log(f"{name}: serial {args.serial_duration:.0f}s")
     if direct_url:
@@ -596,6 +834,11 @@ def run_phases(
     if not args.no_stream:
         log(f"{name}: serial streaming {args.serial_duration:.0f}s")
         row.stream = serial(url, headers, stream=True)
+        if args.first_content:
+            log(f"{name}: {args.first_content} streams timed to their first byte and first text")
+            body = bodies[True].read_bytes() if bodies else chat_body(True)
+            port = urllib.parse.urlsplit(url).port or 80
+            row.first = first_content(port, body, headers, args.first_content, cpus)
     log(f"{name}: {args.connections} connections {args.duration:.0f}s")
     row.load = run_wrk(
         wrk,
@@ -606,6 +849,7 @@ def run_phases(
         stream=False,
         headers=headers,
         cpus=cpus,
+        body_file=bodies.get(False),
     )
 
 
@@ -629,7 +873,7 @@ def compute_targets(by: dict[str, Row]) -> list[tuple[str, str, str, str]]:
         (
             "p50",
             f"added serial p50 over direct <= {TARGET_ADDED_P50_MS} ms",
-            "—" if added is None else f"+{added:.3f} ms",
+            "—" if added is None else f"{added:+.3f} ms",
             _verdict(None if added is None else added <= TARGET_ADDED_P50_MS),
         )
     )
@@ -674,23 +918,51 @@ def direct_p50(r: Row, direct: Row | None) -> float | None:
 
 def table_row(r: Row, direct: Row | None, tcol: str) -> str:
     if r.error and not (r.serial and r.load):
-        return f"| {r.setup.label} | error | | | | | | {r.error[:120].replace('|', '/')} |"
+        return f"| {r.setup.label} | error | | | | | | | {r.error[:120].replace('|', '/')} |"
     d50 = direct_p50(r, direct)
     ds50 = direct.stream.p50_ms if direct and direct.stream else None
     is_direct = r.setup.name == "direct"
     added = "—"
     if r.serial and d50 is not None and not is_direct:
-        added = f"+{r.serial.p50_ms - d50:.2f} ms" + (f" (direct {d50:.2f})" if r.baseline else "")
+        added = f"{r.serial.p50_ms - d50:+.2f} ms" + (f" (direct {d50:.2f})" if r.baseline else "")
     st = fmt_ms(r.stream.p50_ms) if r.stream else "—"
     if r.stream and ds50 is not None and not is_direct:
-        st += f" (+{r.stream.p50_ms - ds50:.2f})"
+        st += f" ({r.stream.p50_ms - ds50:+.2f})"
+    st99 = fmt_ms(r.stream.p99_ms) if r.stream else "—"
     rss = f"{r.rss_mb:.0f} MB" if r.rss_mb is not None else "— (upstream only)"
     if r.error:
         tcol = (tcol + " ⚠ " + r.error).strip()
     rps = f"{r.load.rps:,.0f}" if r.load else "—"
     p50 = fmt_ms(r.serial.p50_ms if r.serial else None)
     p99 = fmt_ms(r.serial.p99_ms if r.serial else None)
-    return f"| {r.setup.label} | {p50} | {p99} | {added} | {st} | {rps} | {rss} | {tcol} |"
+    return f"| {r.setup.label} | {p50} | {p99} | {added} | {st} | {st99} | {rps} | {rss} | {tcol} |"
+
+
+def first_content_table(rows: list[Row], args: argparse.Namespace) -> list[str]:
+    """--first-content: p50 (p99) of the Python client's serial streams, per setup."""
+    timed = [r for r in rows if r.first]
+    if not timed:
+        return []
+    delay = f", fake upstream {args.chunk_delay_ms:g} ms before each chunk" if args.chunk_delay_ms else ""
+    lines = [
+        "",
+        f"## Streaming: first byte and first text ({args.first_content} serial streams, Python client{delay})",
+        "",
+        "Milliseconds from sending the request to the first byte of the response, to the first SSE chunk with text "
+        "(a non-empty `delta.content`), and to the end of the response; p50 (p99).",
+        "",
+        "| setup | first byte | first text | complete |",
+        "|---|---|---|---|",
+    ]
+    for r in timed:
+        f = r.first
+        assert f is not None
+        cells = [
+            f"{fmt_ms(f.pct(v, 0.5))} ({fmt_ms(f.pct(v, 0.99))})"
+            for v in (f.first_byte_ms, f.first_content_ms, f.complete_ms)
+        ]
+        lines.append(f"| {r.setup.label} | {' | '.join(cells)} |")
+    return lines
 
 
 def build_report(
@@ -707,13 +979,16 @@ def build_report(
         f"load = {args.connections} connections, {args.threads} threads, {args.duration:.0f} s "
         f"(after a {args.warmup:.0f} s warm-up). RSS = summed VmRSS of the server's process tree after the load. "
         "Added p50 = setup p50 minus a direct serial p50 measured just before it (in brackets). "
-        "Stream p50 = serial, time to the complete SSE response (`stream: true`), added over direct in brackets.",
+        "Stream p50 = serial, time to the complete SSE response (`stream: true`), added over direct in brackets."
+        + (f" Request body: {args.body_note}." if args.body_note else "")
+        + (f" Fake upstream's answer: {rel(Path(args.answer_file))}." if args.answer_file else ""),
         "",
-        f"| setup | serial p50 | serial p99 | added p50 vs direct | stream p50 | req/s @{args.connections} conns "
-        "| RSS | targets |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| setup | serial p50 | serial p99 | added p50 vs direct | stream p50 | stream p99 | "
+        f"req/s @{args.connections} conns | RSS | targets |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [table_row(r, by.get("direct"), gw_summary if r.setup.name == "medic-gateway" else "") for r in rows]
+    lines += first_content_table(rows, args)
     if targets:
         lines += ["", "## medic-gateway targets", "", "| target | measured | result |", "|---|---|---|"]
         lines += [f"| {b} | {c} | {d} |" for _, b, c, d in targets]
@@ -726,8 +1001,13 @@ def build_report(
         for r in rows
         if r.peak_mb
     ]
+    notes += [f"- {r.setup.label}: preflight answer had `x-medic-policy: {r.policy}`" for r in rows if r.policy]
     if notes:
         lines += ["", "## Notes", "", *notes]
+    for r in rows:
+        if r.metrics:
+            lines += ["", f"## {r.setup.label}: /metrics after the load ({args.gateway_metrics})", "", "```"]
+            lines += [*r.metrics, "```"]
     lines.append("")
     data: dict[str, object] = {
         "rows": [
@@ -737,9 +1017,13 @@ def build_report(
                 "serial_p99_ms": r.serial.p99_ms if r.serial else None,
                 "baseline_direct_p50_ms": r.baseline.p50_ms if r.baseline else None,
                 "stream_p50_ms": r.stream.p50_ms if r.stream else None,
+                "stream_p99_ms": r.stream.p99_ms if r.stream else None,
+                "first_content": vars(r.first) if r.first else None,
+                "policy_header": r.policy,
                 "rps": r.load.rps if r.load else None,
                 "rss_mb": r.rss_mb,
                 "peak_rss_mb": r.peak_mb,
+                "metrics": r.metrics,
                 "error": r.error,
             }
             for r in rows
@@ -839,7 +1123,73 @@ def main() -> int:
     p.add_argument(
         "--output", default=str(RESULTS / "latest.md"), help="Markdown report path (default bench/results/latest.md)"
     )
+    body = p.add_mutually_exclusive_group()
+    body.add_argument(
+        "--body",
+        default="",
+        metavar="FILE",
+        help="JSON chat completion request sent by every timed request instead of the small built-in one",
+    )
+    body.add_argument(
+        "--medec-body",
+        action="store_true",
+        help=f"send a handover-summary request of a ~{MEDEC_SOURCE_WORDS}-word note built from MEDEC-MS at run "
+        f"time, and have the fake upstream answer with a ~{MEDEC_ANSWER_WORDS}-word summary (what fidelity judges)",
+    )
+    p.add_argument("--medec-data", default=str(MEDEC_CSV), help=f"MEDEC-MS CSV (default {rel(MEDEC_CSV)})")
+    p.add_argument(
+        "--medec-answer-words",
+        type=int,
+        default=MEDEC_ANSWER_WORDS,
+        metavar="N",
+        help=f"--medec-body: words of the fake upstream's summary (default {MEDEC_ANSWER_WORDS}); the note has at "
+        f"least max({MEDEC_SOURCE_WORDS}, 2N) words",
+    )
+    p.add_argument(
+        "--chunk-words",
+        type=int,
+        default=4,
+        metavar="N",
+        help="words per streamed chunk of the --answer-file / --medec-body answer (default 4)",
+    )
+    p.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="the fake upstream waits this long before each streamed chunk (default 0)",
+    )
+    p.add_argument(
+        "--first-content",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the serial streaming run, time N serial streams with a Python client to their first byte, "
+        "first chunk with text and end (default 0: off)",
+    )
+    p.add_argument(
+        "--answer-file",
+        default="",
+        metavar="FILE",
+        help="text the fake upstream answers with, complete and streamed in chunks of --chunk-words words "
+        "(default: its short built-in answer)",
+    )
+    p.add_argument(
+        "--gateway-config",
+        default="",
+        metavar="FILE",
+        help=f"start medic-gateway with `serve --config` on this YAML instead of `--upstream`; "
+        f"{UPSTREAM_PLACEHOLDER} in it is replaced by the fake upstream's base URL",
+    )
+    p.add_argument(
+        "--gateway-metrics",
+        default="",
+        metavar="PREFIXES",
+        help="comma-separated metric name prefixes: those lines of medic-gateway's /metrics, read right after the "
+        "load, go into the report (e.g. medic_judges_results_total)",
+    )
     args = p.parse_args()
+    args.body_files = prepare_bodies(args)
 
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(only) - set(ALL_SETUPS)
@@ -876,9 +1226,7 @@ def main() -> int:
         [py, "-c", "import uvloop"], capture_output=True
     ).returncode != 0:
         py = str(PROJECT_VENV / "bin" / "python")  # has uvloop: a faster fake upstream
-    upstream = spawn(
-        "fake-upstream", [py, str(BENCH / "fake_upstream.py"), "--port", str(upstream_port)], cpus["upstream"]
-    )
+    upstream = start_upstream(py, upstream_port, cpus["upstream"], args)
     rows: list[Row] = []
     t0, sys0, own0 = time.monotonic(), cpu_seconds_user_system(), own_cpu_seconds()
     try:
