@@ -255,11 +255,11 @@ def test_each_event_is_forwarded_as_soon_as_it_arrives(fake: FakeUpstream, bare:
         reader.close()
 
 
-def test_chunks_keep_the_upstream_pace(fake: FakeUpstream, gw: GatewayServer, openai_client: Client) -> None:
+def test_chunks_keep_the_upstream_pace(fake: FakeUpstream, bare: GatewayServer, openai_client: Client) -> None:
     fake.script(CHAT, Stream(chat_chunks(["a", "b", "c"]), delay_s=0.15))  # 0.6 s from the first to the last
     started = time.monotonic()
     arrivals = []
-    for _ in openai_client(gw).chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True):
+    for _ in openai_client(bare).chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True):
         arrivals.append(time.monotonic() - started)
     assert len(arrivals) == 5
     # Relayed one by one: the first came long before the last (a buffering relay delivers all at the end).
@@ -285,14 +285,14 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_request(
     bare.metrics_when(lambda t: http.metric(t, "medic_gateway_client_disconnects_total", model="gpt-disconnect") == 1)
 
 
-def test_raw_socket_close_mid_stream_cancels_the_upstream_request(fake: FakeUpstream, gw: GatewayServer) -> None:
+def test_raw_socket_close_mid_stream_cancels_the_upstream_request(fake: FakeUpstream, bare: GatewayServer) -> None:
     role, *_ = chat_chunks([])
     fake.script(CHAT, Stream([role, Hang()]))
-    reader = http.StreamReader(gw.url, CHAT, _body())
+    reader = http.StreamReader(bare.url, CHAT, _body())
     assert reader.next_event() is not None
     reader.close()
     assert fake.disconnected.wait(3)
-    gw.metrics_when(lambda text: http.metric(text, "medic_gateway_client_disconnects_total") == 1)
+    bare.metrics_when(lambda text: http.metric(text, "medic_gateway_client_disconnects_total") == 1)
 
 
 def test_client_disconnect_before_the_first_byte_cancels_the_upstream_request(
