@@ -40,6 +40,8 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # the checkout this script sits in, before any installed copy
 
@@ -111,7 +113,7 @@ def main() -> int:
     assert engine is not None
     completion = fake_upstream.COMPLETION
     events = [*fake_upstream.SSE_EVENTS, fake_upstream.SSE_DONE]
-    if engine.on_response(exchange(payload), completion) != (completion, None):
+    if engine.on_response(exchange(payload), completion, orjson.loads(completion)) != (completion, None):
         sys.exit("on_response changed the answer or flagged it")
     if guard_once(engine, payload, events) != events:
         sys.exit("the stream guard changed the stream")
@@ -133,7 +135,7 @@ def main() -> int:
     rows.append(("`prompt_injection`", f"request ({len(request_text):,} chars)", injection_us))
     request_us = best_us(lambda: engine.on_request(exchange(payload), payload), args.repeat)
     rows.append(("request stage: `on_request`", "request", request_us))
-    response = timed(lambda pl: engine.on_response(exchange(pl), completion))
+    response = timed(lambda pl: engine.on_response(exchange(pl), completion, orjson.loads(completion)))
     rows.append(("response stage: `on_response`", f"JSON body ({len(completion):,} bytes)", response))
     guard = timed(lambda pl: guard_once(engine, pl, events))
     rows.append(("stream stage, guard: `StreamGuard.feed` per event", f"{len(events)} SSE events", guard))

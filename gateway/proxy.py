@@ -8,7 +8,6 @@ Everything that is not needed to answer (metrics, usage, span attributes) happen
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import Any
@@ -92,10 +91,10 @@ class Proxy:
             outcome = await self._forward(call, targets, ex)
             reply = outcome.reply
             if reply.rest is None:
-                _learn_body(ex, reply)
+                parsed = _learn_body(ex, reply)
                 body, headers = reply.body, [*reply.headers, *ex.extra_headers] if ex.extra_headers else reply.headers
-                if self.policies is not None and reply.status == 200 and ex.operation != "embeddings":
-                    body, decision = self.policies.on_response(ex, body)
+                if self.policies is not None and parsed is not None and ex.operation != "embeddings":
+                    body, decision = self.policies.on_response(ex, body, parsed)
                     headers = [*headers, (b"x-medic-policy", decision.encode())] if decision else headers
                 await send(start_headers(reply.status, headers, ex.request_id, len(body)))
                 await send({"type": "http.response.body", "body": body})
@@ -200,19 +199,24 @@ def _learn_failed_route(ex: Exchange, target: Target) -> None:
     ex.upstream_model = target.model
 
 
-def _learn_body(ex: Exchange, reply: Reply) -> None:
+def _learn_body(ex: Exchange, reply: Reply) -> dict[str, Any] | None:
+    """Learns usage, model and output from a complete answer; returns its parsed body (parsed once)."""
     if reply.status != 200:
         ex.error_type = str(reply.status)
-        return
-    with contextlib.suppress(orjson.JSONDecodeError):
+        return None
+    try:
         body = orjson.loads(reply.body)
-        if isinstance(body, dict):
-            usage = body.get("usage")
-            ex.usage = usage if isinstance(usage, dict) else None
-            ex.response_model = body.get("model")
-            choices = body.get("choices")
-            if isinstance(choices, list):
-                _learn_choices(ex, [c for c in choices if isinstance(c, dict)])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    usage = body.get("usage")
+    ex.usage = usage if isinstance(usage, dict) else None
+    ex.response_model = body.get("model")
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        _learn_choices(ex, [c for c in choices if isinstance(c, dict)])
+    return body
 
 
 def _learn_choices(ex: Exchange, choices: list[dict[str, Any]]) -> None:

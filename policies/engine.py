@@ -119,17 +119,14 @@ class PolicyEngine:
 
     # ----------------------------------------------------------------------------------------- response
 
-    def on_response(self, ex: Exchange, body: bytes) -> tuple[bytes, str | None]:
-        """Response-stage rules on every choice of a complete answer: the body to send (redacted when a
-        rule redacts) and the policy header value; raises PolicyBlocked for an enforced block."""
+    def on_response(self, ex: Exchange, body: bytes, parsed: dict[str, Any]) -> tuple[bytes, str | None]:
+        """Response-stage rules on every choice of a complete answer (``parsed``: its body, parsed once by
+        the relay): the body to send (redacted when a rule redacts) and the policy header value; raises
+        PolicyBlocked for an enforced block."""
         bound = self.rules(ex, "response", ex.upstream)
         if not bound:
             return body, None
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body, None
-        choices = parsed.get("choices") if isinstance(parsed, dict) else None
+        choices = parsed.get("choices")
         if not isinstance(choices, list):
             return body, None
         context = context_of(ex.payload or {})

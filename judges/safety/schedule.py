@@ -12,7 +12,6 @@ sycophancy rounds). It becomes results (tenant ``probe``): ``probe_refusal_harmf
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from judges.metrics import JudgeMetrics
 from judges.safety.probe_safety import Request, SafetyReport, SafetySettings, load_benign, load_harmful, probe_model
 from judges.sample import Result
 from judges.store import ResultStore
-from judges.sycophancy.schedule import Lock, no_lock
+from judges.sycophancy.schedule import Lock, no_lock, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +42,7 @@ class SafetyProbeScheduler:
         self._requests: tuple[list[Request], list[Request]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            for model in self.probe.models:
-                if stop.is_set():
-                    break
-                await self.round(model)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.probe.every_s)
+        await run_rounds(stop, self.probe.models, self.probe.every_s, self.round)
 
     async def round(self, model: str) -> SafetyReport | None:
         period = int(time.time() // self.probe.every_s)

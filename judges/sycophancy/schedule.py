@@ -39,6 +39,18 @@ async def no_lock(key: str, ttl_s: float) -> bool:
     return True
 
 
+async def run_rounds(stop: asyncio.Event, models: list[str], every_s: float,
+                     round_of: Callable[[str], Awaitable[object]]) -> None:  # fmt: skip
+    """A round per model now, then every ``every_s``, until ``stop`` is set (any probe's timer)."""
+    while not stop.is_set():
+        for model in models:
+            if stop.is_set():
+                break
+            await round_of(model)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
 def redis_lock(client: Any, owner: str) -> Lock:
     """SET NX with an expiry: the first worker to ask for a period's key runs that period's round."""
 
@@ -74,14 +86,7 @@ class ProbeScheduler:
                              params=params, templates=templates)  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
-        """A round per model now, then every ``every_s``, until ``stop`` is set."""
-        while not stop.is_set():
-            for model in self.probe.models:
-                if stop.is_set():
-                    break
-                await self.round(model)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.probe.every_s)
+        await run_rounds(stop, self.probe.models, self.probe.every_s, self.round)
 
     async def round(self, model: str) -> Report | None:
         """One round for ``model`` unless another process holds this period's lock; failures are logged."""
