@@ -47,7 +47,7 @@ sys.path.insert(0, str(BENCH.parent))  # the checkout this script sits in, befor
 
 import fake_upstream  # noqa: E402 - bench/, beside this script
 from prometheus_client import CollectorRegistry  # noqa: E402
-from run import MEDEC_CSV, MODEL, chat_body, medec_request  # noqa: E402
+from run import MEDEC_CSV, MEDEC_QUESTION, MODEL, chat_body, medec_request  # noqa: E402
 
 from gateway.exchange import Exchange  # noqa: E402
 from gateway.settings import PoliciesConfig  # noqa: E402
@@ -90,11 +90,13 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=7, help="timeit rounds; the best counts (default 7)")
     p.add_argument("--words", type=int, default=300, help="words of the answer (default 300; 0: the built-in exchange)")
     p.add_argument("--chunk-words", type=int, default=4, help="words per streamed chunk (default 4)")
+    p.add_argument("--question", action="store_true", help="a short question as the request instead of the note")
     p.add_argument("--medec-data", default=str(MEDEC_CSV), help="MEDEC-MS CSV (default: the shared copy)")
     args = p.parse_args()
 
     if args.words:
-        body, note, answer = medec_request(Path(args.medec_data), args.words)
+        body, note, answer = medec_request(Path(args.medec_data), args.words, args.question)
+        note = MEDEC_QUESTION if args.question else note
         fake_upstream.use_answer(answer, args.chunk_words)
     else:
         body, note = json.loads(chat_body(False)), ""
@@ -142,7 +144,8 @@ def main() -> int:
     after = timed(lambda pl: after_stream_once(engine, pl, answer))
     rows.append(("stream stage, end: `after_stream`", "answer", after))
 
-    request = f"a {len(note.split())}-word note" if note else "the built-in one"
+    kind = "question" if args.question else "note"
+    request = f"a {len(note.split())}-word {kind}" if note else "the built-in one"
     print(
         f"Policy checks and stages, default pack, on a {len(answer.split())}-word answer ({len(answer):,} "
         f"characters, {len(events)} SSE events); request: {request} ({len(request_text):,} characters of the "

@@ -63,6 +63,8 @@ PORTKEY_OVERRIDES = {"@hono/node-server": "1.13.5", "hono": "4.9.7"}
 # --medec-body: a handover-summary request built from MEDEC-MS (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0)
 MEDEC_CSV = ROOT.parent / "shared" / "data" / "medec" / "medec-ms-validation.csv"
 MEDEC_PROMPT = "Summarise the following note for the handover.\n\nNote:\n"
+# --medec-question: the same answer to a short question instead of the note (a 300-word answer to a question).
+MEDEC_QUESTION = "What brought each of today's handover patients in? Give me their presenting histories."
 # The note joins consecutive corrected notes until it has at least max(MEDEC_SOURCE_WORDS, 2 x the answer's words);
 # the fake upstream's answer takes sentences of those notes until it has --medec-answer-words words (default 150).
 MEDEC_SOURCE_WORDS = 300
@@ -297,8 +299,11 @@ def chat_body(stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def medec_request(path: Path, answer_words: int = MEDEC_ANSWER_WORDS) -> tuple[dict[str, object], str, str]:
-    """(request body, note, answer): a handover-summary request built from MEDEC-MS, and an answer to it.
+def medec_request(
+    path: Path, answer_words: int = MEDEC_ANSWER_WORDS, question: bool = False
+) -> tuple[dict[str, object], str, str]:
+    """(request body, note, answer): a handover-summary request built from MEDEC-MS, and an answer to it; with
+    ``question`` the request is MEDEC_QUESTION alone (the note is still returned: the answer is drawn from it).
 
     The note joins the corrected text of consecutive rows, from the first (one row per case), until it has
     max(MEDEC_SOURCE_WORDS, 2 x answer_words) words. The answer is an extractive summary of realistic length:
@@ -331,7 +336,7 @@ def medec_request(path: Path, answer_words: int = MEDEC_ANSWER_WORDS) -> tuple[d
     )
     body: dict[str, object] = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": MEDEC_PROMPT + note}],
+        "messages": [{"role": "user", "content": MEDEC_QUESTION if question else MEDEC_PROMPT + note}],
         "max_tokens": 400,
         "temperature": 0,
     }
@@ -353,16 +358,19 @@ def prepare_bodies(args: argparse.Namespace) -> dict[bool, Path] | None:
     """
     args.body_note = ""
     if args.medec_body:
-        body, note, answer = medec_request(Path(args.medec_data), args.medec_answer_words)
+        body, note, answer = medec_request(Path(args.medec_data), args.medec_answer_words, args.medec_question)
         WORK.mkdir(parents=True, exist_ok=True)
         args.body = str(WORK / "medec-body.json")
         Path(args.body).write_text(json.dumps(body, indent=1) + "\n")
         if not args.answer_file:
             args.answer_file = str(WORK / "medec-answer.txt")
             Path(args.answer_file).write_text(answer)
+        asked = f"{len(note.split())}-word note"
+        if args.medec_question:
+            asked = f"a {len(MEDEC_QUESTION.split())}-word question (the answer drawn from a {asked})"
         args.body_note = (
             f"MEDEC-MS handover summary request (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0): "
-            f"{len(note.split())}-word note, {len(answer.split())}-word answer"
+            f"{asked}, {len(answer.split())}-word answer"
         )
     if not args.body:
         return None
@@ -1135,6 +1143,11 @@ def main() -> int:
         action="store_true",
         help=f"send a handover-summary request of a ~{MEDEC_SOURCE_WORDS}-word note built from MEDEC-MS at run "
         f"time, and have the fake upstream answer with a ~{MEDEC_ANSWER_WORDS}-word summary (what fidelity judges)",
+    )
+    p.add_argument(
+        "--medec-question",
+        action="store_true",
+        help="--medec-body: ask a short question instead of sending the note (the answer stays the same)",
     )
     p.add_argument("--medec-data", default=str(MEDEC_CSV), help=f"MEDEC-MS CSV (default {rel(MEDEC_CSV)})")
     p.add_argument(

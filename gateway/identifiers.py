@@ -7,8 +7,10 @@ what is missed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
+
+from gateway.scan import Needles, fold, windows
 
 # --- building blocks ------------------------------------------------------------------------------------
 
@@ -53,6 +55,10 @@ _STATES = (
     "OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR"
 )
 _CITY_STATE_ZIP = rf"[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){{0,2}},?[ \t]+(?:{_STATES})(?:[ \t]+\d{{5}}(?:-\d{{4}})?)?\b"
+_STREET_WORDS = (
+    "Street", "St", "Avenue", "Ave", "Road", "Rd", "Boulevard", "Blvd", "Lane", "Ln", "Drive", "Dr", "Court", "Ct",
+    "Place", "Pl", "Way", "Terrace", "Ter", "Circle", "Cir", "Parkway", "Pkwy", "Highway", "Hwy", "Square", "Sq",
+)  # fmt: skip
 _STREET_SUFFIX = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|"
     r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq)\b\.?"
@@ -61,13 +67,48 @@ _STREET_SUFFIX = (
 _ADDRESS_DOT = r"(?:(?<=\bSt)|(?<=\bDr)|(?<=\bRd)|(?<=\bLn)|(?<=\bCt)|(?<=\bAve)|(?<=\bApt)|(?<=\bSte)|(?<=\bBlvd))\."
 
 
+class Cluster(NamedTuple):
+    """Digits with the separators a phone number, date or address puts between them ("(555) 123-4567"), and
+    what the patterns gated on clusters ask of them."""
+
+    start: int
+    end: int
+    digits: int
+    dated: bool  # a date separator ("/", ".", "-") between digits
+    dots: int
+    aged: bool  # a number of 2 or 3 digits from 90 to 149 (an age the AGE pattern aggregates)
+
+    @classmethod
+    def of(cls, match: re.Match[str]) -> Cluster:
+        text = match.group()
+        if len(text) <= 3:  # most clusters: a count, a dose, an age ("24", "7", "500")
+            value = int(text) if text.isdecimal() else 0
+            return cls(match.start(), match.end(), len(text), False, 0, len(text) >= 2 and 90 <= value <= 149)
+        runs = _RUNS.findall(text)
+        aged = any(len(run) <= 3 and 90 <= int(run) <= 149 for run in runs)
+        dated = "/" in text or "." in text or "-" in text
+        return cls(match.start(), match.end(), sum(map(len, runs)), dated, text.count("."), aged)
+
+
+# Where a pattern runs. A regex pass costs up to a tenth of a microsecond a character, and a clinical answer
+# holds a few identifiers at most: each pattern names what every match of it holds, and runs only near that.
+# A pattern with none of these runs on the whole text.
 class _Pattern(NamedTuple):
     kind: str  # the placeholder type
     regex: re.Pattern[str]  # the identifier is group "v" when the regex has one, else the whole match
     check: Callable[[str], bool] | None = None  # a further test of the matched value
-    # The regex runs only on text whose lower-case form contains one of these (none: always). A substring test
-    # costs microseconds; a regex pass with a long case-insensitive alternation costs a hundred times more.
+    # Rare strings: the regex runs on the whole text, and only when its lower-case form holds one of them.
     needles: tuple[str, ...] = ()
+    # Or: word beginnings (gateway.scan.Needles: lower case in the folded text, others as written); with
+    # ``anchored`` every match starts at one, and the regex is only tried there ...
+    words: tuple[str, ...] = ()
+    anchored: bool = False
+    # ... or the digit clusters it can match in (matches() finds them once) ...
+    cluster: Callable[[Cluster], bool] | None = None
+    # ... and the regex runs from reach[0] characters before each to reach[1] after it (a cluster: its end).
+    reach: tuple[int, int] = (0, 0)
+    needs_digit: bool = False  # every match holds a digit: not run on text without one
+    gate: Callable[[str], bool] | None = None  # or: runs on the whole text when this holds for the folded text
 
 
 def _digits(value: str) -> int:
@@ -114,7 +155,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
         needles=("ssn", "social"),
     ),
     # bare "123-45-6789"
-    _Pattern("SSN", re.compile(r"(?=\d)(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), needles=("-",)),
+    _Pattern("SSN", re.compile(r"(?=\d)(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), cluster=lambda c: c.digits >= 9),
     # "MRN: 00123456", "MR# A12345", "medical record number 987654", "Patient ID: P-12345"
     _Pattern(
         "MRN",
@@ -124,7 +165,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"[ \t]*(?:is[ \t]+)?[:#]?[ \t]*(?P<v>[A-Za-z0-9][A-Za-z0-9-]{3,})"
         ),
         _has_digit,
-        ("mr", "record", "patient", "pt"),
+        words=("mrn", "mr", "medical", "record", "patient", "pt"),
+        anchored=True,
+        needs_digit=True,
     ),
     # "Account #: 55512", "encounter 889900", "NPI 1234567893", "DEA number AB1234563", "member ID XZ-99812"
     _Pattern(
@@ -136,7 +179,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"[ \t]*(?:is[ \t]+)?[:#]?[ \t]*(?P<v>[A-Za-z0-9][A-Za-z0-9-]{3,})"
         ),
         _has_digit,
-        (
+        words=(
             "acct",
             "account",
             "encounter",
@@ -145,12 +188,14 @@ _PATTERNS: tuple[_Pattern, ...] = (
             "fin",
             "npi",
             "dea",
-            "insur",
+            "insurance",
             "member",
-            "subscr",
-            "polic",
+            "subscriber",
+            "policy",
             "claim",
         ),
+        anchored=True,
+        needs_digit=True,
     ),
     # "1/2/2024", "02.01.2024", "2024-01-02", "03/2024"; not "7.4", "120/80", "1/2 tablet"
     _Pattern(
@@ -160,6 +205,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             rf"|(?:19|20)\d{{2}}[/.-](?:0?[1-9]|1[0-2])[/.-]{_DAY_OR_MONTH}"
             rf"|(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}})(?![\w/-]|\.\d)"
         ),
+        cluster=lambda c: c.dated,
     ),
     # "Jan 2, 2024", "January 2nd 2024", "March 3", "2 January 2024", "3rd of March", "January 2024";
     # not "3 days", "for 2 weeks", "65-year-old" (no month name)
@@ -170,7 +216,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
             rf"|{_DAY}[ \t]+(?:of[ \t]+)?{_MONTH}(?:,?[ \t]+{_YEAR})?"
             rf"|{_MONTH}[ \t,-]+{_YEAR})"
         ),
-        needles=("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+        words=("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        reach=(16, 40),
+        needs_digit=True,
     ),
     # "DOB: 01021950", "D.O.B. 1950-01-02", "date of birth 1950" (forms the date patterns above leave out)
     _Pattern(
@@ -179,7 +227,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[dDbB])\b(?i:DOB\b|D\.O\.B\b\.?|date[ \t]+of[ \t]+birth\b|birth[ \t]*date\b|born(?:[ \t]+on)?\b)"
             r"[ \t]*[:#-]?[ \t]*(?P<v>\d{1,4}[/.-]\d{1,2}(?:[/.-]\d{2,4})?|\d{6,8}|(?:19|20)\d{2})\b"
         ),
-        needles=("dob", "d.o.b", "birth", "born"),
+        words=("dob", "d.o.b", "date", "birth", "born"),
+        anchored=True,
+        needs_digit=True,
     ),
     # US: "(555) 123-4567", "555.123.4567", "+1 555 123 4567", "5551234567", "1-800-555-0199", "555-123-4567 x204";
     # spaces alone only with "(555)" or "+1", so that "platelets 150 250 1000" is not a phone; not "40 mg", "7.4"
@@ -190,6 +240,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"|(?:1[.-]?)?\d{3}[.-]?\d{3}[.-]?)\d{4}"
             rf"(?:[ \t]?(?:x|ext\.?)[ \t]?\d{{1,5}})?(?!\w){_NOT_UNIT}"
         ),
+        cluster=lambda c: c.digits >= 10,
+        reach=(2, 12),
     ),
     # International and national trunk formats: "+44 20 7946 0958", "+44 (0)20 7946 0958", "0049 30 1234567",
     # "020 7946 0958", "01 23 45 67 89"; 8 to 15 digits
@@ -200,6 +252,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
             rf"|\b0\d{{1,4}}[ .-]\d{{2,4}}(?:[ .-]\d{{2,4}}){{1,3}})(?![\w.]\d|\w){_NOT_UNIT}"
         ),
         _phone_digits,
+        cluster=lambda c: c.digits >= 8,
+        reach=(2, 2),
     ),
     # "Phone: 555-1234", "fax 555 1234 ext 12", "Tel. (0)20 7946 0958", "call back at 5551234"
     _Pattern(
@@ -209,7 +263,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?:[ \t]+at)?)\b\.?(?:[ \t]*(?:no\b\.?|number|\#))?)[ \t]*[:#]?[ \t]*(?P<v>\+?\(?\d[\d ().-]{3,}\d)(?!\w)"
         ),
         _labelled_phone_digits,
-        ("phone", "tel", "cell", "mobile", "fax", "pager", "beeper", "call"),
+        words=("phone", "telephone", "tel", "cell", "mobile", "fax", "pager", "beeper", "call"),
+        anchored=True,
+        needs_digit=True,
     ),
     # "221B Baker Street", "12 Oak St., Apt 4, Springfield, IL 62704", "1600 Pennsylvania Ave NW"
     _Pattern(
@@ -221,6 +277,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?:,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Room|Rm|\#)\.?[ \t]*\#?[\w-]+)?"
             rf"(?:,[ \t]*{_CITY_STATE_ZIP})?"
         ),
+        words=_STREET_WORDS,
+        reach=(200, 40),
+        needs_digit=True,
     ),
     # "Springfield, IL 62704", "Boston MA 02115-1234": a US ZIP after a state code (with the city before it)
     _Pattern(
@@ -228,6 +287,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
         re.compile(
             rf"(?=[A-Z])\b(?:[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){{0,2}},?[ \t]+)?(?:{_STATES})[ \t]+\d{{5}}(?:-\d{{4}})?\b"
         ),
+        cluster=lambda c: c.digits >= 5,
+        reach=(120, 2),
     ),
     # "Address: 4 Rue de la Paix, Paris" (to the end of the line, a ";" or a sentence-ending period)
     _Pattern(
@@ -242,7 +303,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(
         "IP",
         re.compile(r"(?=\d)(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)"),
-        needles=(".",),
+        cluster=lambda c: c.dots >= 3,
     ),
     # "fe80::1", "2001:0db8:0000:0000:0000:ff00:0042:8329"; not "12:30"
     _Pattern(
@@ -251,7 +312,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[0-9A-Fa-f])(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
             r"|(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5})?)(?![\w:])"
         ),
-        needles=("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f"),
+        gate=lambda folded: "::" in folded or folded.count(":") >= 7,
     ),
     # "a 92-year-old", "95 y/o", "101 years old", "93 yo"; not "65-year-old"
     _Pattern(
@@ -260,19 +321,23 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[19])(?<![\w.])(?P<v>9\d|1[0-4]\d)(?=[- \t]?(?:years?|yrs?)[- \t]old\b|[- \t]?(?:y/o|yo)\b"
             r"|[- \t]?y\.o\b|[- \t]?(?:years?|yrs?)[ \t]+of[ \t]+age\b)"
         ),
-        needles=("year", "yr", "y/o", "yo", "y.o"),
+        cluster=lambda c: c.aged,
+        reach=(0, 30),
     ),
     # "aged 94", "Age: 91"; not "aged 65"
     _Pattern(
         "AGE",
         re.compile(r"(?=[aA])\b(?i:aged?)\b[ \t]*[:=]?[ \t]*(?P<v>9\d|1[0-4]\d)(?![\w]|\.\d)"),
-        needles=("age",),
+        words=("age",),
+        anchored=True,
+        needs_digit=True,
     ),
     # "Dr. Jane Roe", "Mrs Roe", "Prof J. Smith"
     _Pattern(
         "NAME",
         re.compile(rf"(?=[MDP])\b{_TITLE}[ \t]+(?P<v>{_SHORT_NAME})"),
-        needles=("mr", "ms", "mx", "miss", "dr", "prof", "doctor"),
+        words=("Mr", "Mrs", "Ms", "Mx", "Miss", "Dr", "Prof", "Professor", "Doctor"),
+        anchored=True,
     ),
     # "Patient: Jane Roe", "Pt name - John Q. Public", "Attending: Dr. Roe", "Referring physician: Amy Wu";
     # bare "Name:" only where no word precedes it ("Drug name: Metformin" is not a person)
@@ -286,7 +351,29 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"|emergency[ \t]+contact|next[ \t]+of[ \t]+kin|guardian|spouse)"
             rf"[ \t]*[:-][ \t]*(?:{_TITLE}[ \t]+)?(?P<v>{_LONG_NAME})"
         ),
-        needles=(":", "-"),
+        words=(
+            "patient",
+            "pt",
+            "full",
+            "legal",
+            "preferred",
+            "name",
+            "attending",
+            "referring",
+            "pcp",
+            "primary",
+            "physician",
+            "provider",
+            "surgeon",
+            "nurse",
+            "resident",
+            "dictated",
+            "emergency",
+            "next",
+            "guardian",
+            "spouse",
+        ),
+        anchored=True,
     ),
     # "patient named Jane Roe", "my name is Jane", "Electronically signed by: Amy Wu, MD", "Signed Dr Roe"
     _Pattern(
@@ -295,7 +382,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[nNsS])\b(?i:named|name[ \t]+is|signed(?:[ \t]+by)?)"
             rf"[ \t]*:?[ \t]*(?:{_TITLE}[ \t]+)?(?P<v>{_LONG_NAME})"
         ),
-        needles=("name", "signed"),
+        words=("named", "name", "signed"),
+        anchored=True,
     ),
     # Two capitalised words right before identifying context: "Jane Roe is a 65-year-old woman",
     # "Jane Roe (DOB 1/2/1950)", "Jane Roe, MRN 123456"; "Chest pain is a ..." has no age, so it is left alone
@@ -306,9 +394,16 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=,?[ \t]+(?:(?:is|was)[ \t]+)?an?[ \t]+\d{1,3}[- \t]?(?:years?|yrs?|y/o|yo|y\.o)\b"
             r"|[ \t]*[,(][ \t]*(?:DOB|D\.O\.B|MRN|MR\#|born|age)\b)"
         ),
-        needles=("dob", "d.o.b", "mrn", "mr#", "born", "age", "year", "yr", "y/o", "yo", "y.o"),
+        words=("dob", "d.o.b", "mrn", "mr", "born", "age", "year", "yr", "y/o", "yo", "y.o"),
+        reach=(80, 8),
     ),
 )
+
+# Digits and the separators between them, once per text: the digit clusters patterns are gated on.
+_CLUSTER = re.compile(r"\d(?:[ ().+/:-]*\d)*")
+_RUNS = re.compile(r"\d+")
+_LONGEST = [max(map(len, pattern.words), default=0) for pattern in _PATTERNS]
+_WORDS = Needles({str(index): pattern.words for index, pattern in enumerate(_PATTERNS) if pattern.words})
 
 # The order in which overlapping detections of the same extent are typed: the more specific label first.
 RANK = {kind: rank for rank, kind in enumerate(("EMAIL", "URL", "SSN", "MRN", "ID", "DATE", "PHONE", "ADDRESS"))}
@@ -334,19 +429,80 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def matches(text: str) -> list[Span]:
-    """Every detection in ``text``, overlaps included: one pass of each pattern."""
+def matches(text: str, everywhere: bool = False) -> list[Span]:
+    """Every detection in ``text``, overlaps included: each pattern where it can match (``everywhere``: each
+    pattern over the whole text, which finds the same; the tests compare the two)."""
     spans = []
-    lowered = text.lower()
-    for pattern in _PATTERNS:
-        if pattern.needles and not any(needle in lowered for needle in pattern.needles):
+    folded = fold(text)
+    clusters = [Cluster.of(m) for m in _CLUSTER.finditer(text)]
+    words = _WORDS.find(text, folded)
+    for index, pattern in enumerate(_PATTERNS):
+        stretches = _where(index, pattern, text, folded, clusters, words, everywhere)
+        if not stretches:
             continue
         group = "v" if "v" in pattern.regex.groupindex else 0
-        for match in pattern.regex.finditer(text):
+        for match in _matches(pattern, text, stretches):
             start, end = trim(text, *match.span(group))
             if start < end and (pattern.check is None or pattern.check(text[start:end])):
                 spans.append(Span(start, end, pattern.kind, RANK.get(pattern.kind, len(RANK))))
     return spans
+
+
+def _where(index: int, pattern: _Pattern, text: str, folded: str, clusters: list[Cluster],
+           words: dict[str, list[int]], everywhere: bool) -> list[tuple[int, int]]:  # fmt: skip
+    """The stretches of ``text`` the pattern runs on."""
+    whole = [(0, len(text))]
+    if everywhere:
+        return whole
+    if pattern.needs_digit and not clusters:
+        return []
+    if pattern.needles:
+        return whole if any(needle in folded for needle in pattern.needles) else []
+    if pattern.gate is not None:
+        return whole if pattern.gate(folded) else []
+    before, after = pattern.reach
+    if pattern.words:
+        positions = words.get(str(index), [])
+        if pattern.anchored:
+            return [(position, position) for position in positions]
+        return list(windows(positions, len(text), (before, _LONGEST[index] + after)))
+    if pattern.cluster is not None:
+        near = [(c.start, c.end) for c in clusters if pattern.cluster(c)]
+        return _merged([(max(0, start - before), min(len(text), end + after)) for start, end in near])
+    return whole
+
+
+def _matches(pattern: _Pattern, text: str, stretches: list[tuple[int, int]]) -> Iterator[re.Match[str]]:
+    """The pattern's matches in the stretches, as a pass over the whole text finds them: a stretch's end may cut
+    a match short or let a lookahead pass, so each match is taken again from the whole text."""
+    if stretches == [(0, len(text))]:
+        yield from pattern.regex.finditer(text)
+        return
+    cursor = 0
+    for start, end in stretches:
+        if start == end:  # an anchor: a match starts here or nowhere
+            match = pattern.regex.match(text, start) if start >= cursor else None
+            if match is not None and match.end() > match.start():
+                yield match
+                cursor = match.end()
+            continue
+        for found in pattern.regex.finditer(text, max(start, cursor), end):
+            if found.start() < cursor:
+                continue
+            match = pattern.regex.match(text, found.start())
+            if match is not None and match.end() > match.start():
+                yield match
+                cursor = match.end()
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def resolve(spans: list[Span]) -> list[Span]:

@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import re
 
+from gateway.scan import Needles, fold, windows
 from policies.checks.base import Context, Finding
-from policies.checks.text import Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:

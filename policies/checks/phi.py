@@ -24,6 +24,18 @@ DEA = re.compile(r"\b[ABCDEFGHJKLMPRSTUX][A-Z9]\d{7}\b")
 _FOLD = re.compile(r"[\W_]+")
 
 
+class _Digits(dict[int, str]):
+    """For str.translate: every digit becomes "0", anything else a space; seven digits in a row are then one
+    substring test."""
+
+    def __missing__(self, code: int) -> str:
+        return "0" if chr(code).isdigit() else " "
+
+
+_DIGITS = _Digits()
+SEVEN_DIGITS = "0" * 7
+
+
 def _luhn_npi(number: str) -> bool:
     """The NPI check digit: Luhn over "80840" + the first nine digits."""
     digits = [int(d) for d in "80840" + number]
@@ -50,9 +62,12 @@ class PhiLeak:
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
         spans = matches(text)
-        spans += [Span(m.start(), m.end(), "NPI", -1) for m in NPI.finditer(text) if _luhn_npi(m.group())]
-        spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
-        supplied = context.once("phi_folded", _fold)
+        if SEVEN_DIGITS in text.translate(_DIGITS):  # both numbers hold seven digits in a row
+            spans += [Span(m.start(), m.end(), "NPI", -1) for m in NPI.finditer(text) if _luhn_npi(m.group())]
+            spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
+        if not spans:
+            return []
+        supplied = context.once("phi_folded", _fold)  # the caller's words, read only when there is something
         findings = []
         for start, end, kind, _ in resolve(spans):
             value = _fold(text[start:end])

@@ -38,8 +38,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from gateway.scan import Needles, fold, windows
 from policies.checks.base import Context, Finding
-from policies.checks.text import Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -312,7 +312,7 @@ def red_flags(request_text: str) -> list[str]:
     terms = _Terms(request_text)
     found = {flag for term, flag in DIRECT.items() if terms.role(term)}
     for first, second, window, flag in PAIRS:
-        if flag not in found and _near(terms.role(first), terms.role(second), window):
+        if flag not in found and (near := terms.role(first)) and _near(near, terms.role(second), window):
             found.add(flag)
     return [flag for flag in RED_FLAGS if flag in found]
 

@@ -1,0 +1,130 @@
+"""Scanning text fast: a lower-cased copy at the same offsets, and the places where patterns can match.
+
+Shared by the identifier recognisers (gateway/identifiers.py) and the dangerous-instruction, red-flag and
+prompt-injection checks (policies/checks/): each finds its trigger words (needles) in one pass and runs its
+patterns only in windows around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import ahocorasick
+
+# Folding for the lower-cased copy: one apostrophe, one kind of space within a line; every character maps to
+# one, so offsets agree.
+_FOLD = str.maketrans({"\u2019": "'", "\u2018": "'", "\u00a0": " ", "\t": " "})
+
+
+# Everything but a-z and digits becomes a space (the copy Needles looks for word beginnings in).
+class _Spaced(dict[int, str]):
+    def __missing__(self, code: int) -> str:
+        return " "
+
+
+_SPACED = _Spaced({ord(c): c for c in "abcdefghijklmnopqrstuvwxyz0123456789"})
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def fold(text: str) -> str:
+    """The lower-cased text with one apostrophe and one kind of space, at the same offsets as ``text``."""
+    folded = text.lower().translate(_FOLD)
+    if len(folded) == len(text):
+        return folded
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text).translate(_FOLD)  # "İ" lowers to two
+
+
+class Needles:
+    """Where patterns can match: the occurrences of their needles, word beginnings that every match holds. One
+    Aho-Corasick pass (pyahocorasick, in C) finds them all at once, at a few nanoseconds a character, where a
+    pattern's own pass costs up to a tenth of a microsecond a character. Most texts hold few needles, so most of
+    a text never meets the patterns.
+
+    ``needles``: key (a pattern's name) -> its needles. A needle is found where it starts a word (after anything
+    but an ASCII letter: "old" in "6-week-old", "°" in "38°"). A lower-case needle is looked for in the folded
+    text, any other (an acronym: "A&E", "DAN") as written. Every occurrence counts, also inside another needle's.
+
+    A needle that opens with a letter is looked for in lower case, with one space before it, in a copy of the
+    folded text in which everything but a-z and digits is a space and a space comes first: only its occurrences
+    at a word beginning are reported, so common short needles ("ate", "old") cost nothing inside other words;
+    one written otherwise ("Mr", "A&E") is then checked as written. The copy turns a lower-case needle's own
+    punctuation into spaces ("epi-pen" is looked for as "epi pen"), so it may report a few places the needle is
+    not: windows around them only cost a pattern pass, never a miss.
+    """
+
+    def __init__(self, needles: dict[str, tuple[str, ...]]) -> None:
+        owners: dict[str, set[str]] = {}
+        for key, words in needles.items():
+            for word in words:
+                owners.setdefault(word, set()).add(key)
+        # Needles that open with a letter, in one automaton over the spaced copy; the value of an entry: its
+        # length and, per needle it stands for, the needle as written (None: lower case, no check) and its keys.
+        spaced: dict[str, list[tuple[str | None, tuple[str, ...]]]] = {}
+        # The others ("°", "38", "1-800"), over the folded text (as written: the text), filtered in Python.
+        other: dict[bool, dict[str, tuple[str, ...]]] = {}
+        for word, keys in owners.items():
+            as_written = word != word.lower()
+            if "a" <= word[0].lower() <= "z":
+                entry = " " + word.lower().translate(_SPACED)
+                spaced.setdefault(entry, []).append((word if as_written else None, tuple(sorted(keys))))
+            else:
+                other.setdefault(as_written, {})[word] = tuple(sorted(keys))
+        self.spaced = _automaton({entry: (len(entry), tuple(forms)) for entry, forms in spaced.items()})
+        self.other = [(as_written, _automaton({w: (len(w), keys) for w, keys in words.items()}))
+                      for as_written, words in other.items()]  # fmt: skip
+
+    def find(self, text: str, folded: str) -> dict[str, list[int]]:
+        """key -> where its needles occur, in text order."""
+        hits = self._hits(text, folded)
+        found: dict[str, list[int]] = {}
+        hits.sort(key=lambda hit: hit[0])
+        for position, keys in hits:
+            for key in keys:
+                positions = found.setdefault(key, [])
+                if not positions or positions[-1] != position:
+                    positions.append(position)
+        return found
+
+    def _hits(self, text: str, folded: str) -> list[tuple[int, tuple[str, ...]]]:
+        hits: list[tuple[int, tuple[str, ...]]] = []
+        if self.spaced is not None:
+            for end, (length, forms) in self.spaced.iter(" " + folded.translate(_SPACED)):
+                start = end - length + 1  # in the text: the copy has one character more, the entry too
+                for written, keys in forms:
+                    if written is None or text.startswith(written, start):
+                        hits.append((start, keys))
+        for as_written, automaton in self.other:
+            searched = text if as_written else folded
+            assert automaton is not None
+            for end, (length, keys) in automaton.iter(searched):
+                start = end - length + 1
+                if start == 0 or searched[start - 1] not in _LETTERS:
+                    hits.append((start, keys))
+        return hits
+
+
+def _automaton(entries: dict[str, tuple[int, Any]]) -> ahocorasick.Automaton | None:
+    if not entries:
+        return None
+    automaton = ahocorasick.Automaton()
+    for entry, value in entries.items():
+        automaton.add_word(entry, value)
+    automaton.make_automaton()
+    return automaton
+
+
+def windows(positions: list[int], length: int, reach: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    """From ``reach[0]`` characters before each position (in order) to ``reach[1]`` after it, overlaps merged."""
+    before, after = reach
+    window: tuple[int, int] | None = None
+    for i in positions:
+        start, end = max(0, i - before), min(length, i + after)
+        if window is not None and start <= window[1]:
+            window = (window[0], max(window[1], end))
+            continue
+        if window is not None:
+            yield window
+        window = (start, end)
+    if window is not None:
+        yield window
