@@ -78,35 +78,77 @@ class Cluster(NamedTuple):
     dots: int
     aged: bool  # a number of 2 or 3 digits from 90 to 149 (an age the AGE pattern aggregates)
 
-    @classmethod
-    def of(cls, match: re.Match[str]) -> Cluster:
-        text = match.group()
-        if len(text) <= 3:  # most clusters: a count, a dose, an age ("24", "7", "500")
-            value = int(text) if text.isdecimal() else 0
-            return cls(match.start(), match.end(), len(text), False, 0, len(text) >= 2 and 90 <= value <= 149)
-        runs = _RUNS.findall(text)
-        aged = any(len(run) <= 3 and 90 <= int(run) <= 149 for run in runs)
-        dated = "/" in text or "." in text or "-" in text
-        return cls(match.start(), match.end(), sum(map(len, runs)), dated, text.count("."), aged)
+
+def clusters(text: str) -> list[Cluster]:
+    """The digit clusters of ``text``: runs of digits joined by nothing but separators (`` ().+/:-``)."""
+    found: list[Cluster] = []
+    runs = _digit_runs(text)
+    first = 0
+    for index, (start, end) in enumerate(runs):
+        if index + 1 < len(runs) and _SEPARATORS.issuperset(text[end : runs[index + 1][0]]):
+            continue  # the next run belongs to this cluster
+        if first == index:  # one run, as most are: a count, a dose, an age
+            aged = 2 <= end - start <= 3 and 90 <= int(text[start:end]) <= 149
+            found.append(Cluster(start, end, end - start, False, 0, aged))
+        else:
+            group, start = runs[first : index + 1], runs[first][0]
+            between = text[start:end]
+            aged = any(2 <= e - s <= 3 and 90 <= int(text[s:e]) <= 149 for s, e in group)
+            dated = "/" in between or "." in between or "-" in between
+            found.append(Cluster(start, end, sum(e - s for s, e in group), dated, between.count("."), aged))
+        first = index + 1
+    return found
+
+
+def _digit_runs(text: str) -> list[tuple[int, int]]:
+    if not text.isascii():
+        return [m.span() for m in _RUNS.finditer(text)]
+    digits = text.encode().translate(_DIGIT_BYTES)  # every digit "0", anything else " ": C-speed finds
+    runs = []
+    start = digits.find(b"0")
+    while start >= 0:
+        end = digits.find(b" ", start)
+        end = len(digits) if end < 0 else end
+        runs.append((start, end))
+        start = digits.find(b"0", end)
+    return runs
+
+
+_SEPARATORS = frozenset(" ().+/:-")
+_DIGIT_BYTES = bytes(ord("0") if chr(code) in "0123456789" else ord(" ") for code in range(256))
 
 
 # Where a pattern runs. A regex pass costs up to a tenth of a microsecond a character, and a clinical answer
 # holds a few identifiers at most: each pattern names what every match of it holds, and runs only near that.
 # A pattern with none of these runs on the whole text.
+class Need(NamedTuple):
+    """What a digit cluster must have for a pattern to match in it."""
+
+    digits: int = 0
+    dated: bool = False
+    dots: int = 0
+    aged: bool = False
+
+    def admits(self, c: Cluster) -> bool:
+        enough = c.digits >= self.digits and c.dots >= self.dots
+        return enough and (c.dated or not self.dated) and (c.aged or not self.aged)
+
+
 class _Pattern(NamedTuple):
     kind: str  # the placeholder type
     regex: re.Pattern[str]  # the identifier is group "v" when the regex has one, else the whole match
     check: Callable[[str], bool] | None = None  # a further test of the matched value
-    # Rare strings: the regex runs on the whole text, and only when its lower-case form holds one of them.
+    # A rare string: the regex runs on the whole text, and only when its lower-case form holds one of them.
     needles: tuple[str, ...] = ()
     # Or: word beginnings (gateway.scan.Needles: lower case in the folded text, others as written); with
-    # ``anchored`` every match starts at one, and the regex is only tried there ...
+    # ``anchored`` every match starts at one, and the regex is only tried there; with ``reach`` None, it runs
+    # on the whole text when one is there ...
     words: tuple[str, ...] = ()
     anchored: bool = False
     # ... or the digit clusters it can match in (matches() finds them once) ...
-    cluster: Callable[[Cluster], bool] | None = None
+    cluster: Need | None = None
     # ... and the regex runs from reach[0] characters before each to reach[1] after it (a cluster: its end).
-    reach: tuple[int, int] = (0, 0)
+    reach: tuple[int, int] | None = (0, 0)
     needs_digit: bool = False  # every match holds a digit: not run on text without one
     gate: Callable[[str], bool] | None = None  # or: runs on the whole text when this holds for the folded text
 
@@ -143,7 +185,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(
         "URL",
         re.compile(r"(?=[hHfFwW])\b(?i:(?:https?|ftp)://|www\.)[^\s<>\"'\[\]]+"),
-        needles=("://", "www."),
+        words=("http", "https", "ftp", "www"),
+        reach=None,
     ),
     # "SSN: 123-45-6789", "social security number 123456789"
     _Pattern(
@@ -152,10 +195,11 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[sS])\b(?i:SSN|social[ \t]+security(?:[ \t]+(?:number|no\b\.?|\#))?)[ \t]*(?:is[ \t]+)?[:#]?[ \t]*"
             r"(?P<v>\d{3}[ -]?\d{2}[ -]?\d{4})\b"
         ),
-        needles=("ssn", "social"),
+        words=("ssn", "social"),
+        reach=None,
     ),
     # bare "123-45-6789"
-    _Pattern("SSN", re.compile(r"(?=\d)(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), cluster=lambda c: c.digits >= 9),
+    _Pattern("SSN", re.compile(r"(?=\d)(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), cluster=Need(digits=9)),
     # "MRN: 00123456", "MR# A12345", "medical record number 987654", "Patient ID: P-12345"
     _Pattern(
         "MRN",
@@ -205,7 +249,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             rf"|(?:19|20)\d{{2}}[/.-](?:0?[1-9]|1[0-2])[/.-]{_DAY_OR_MONTH}"
             rf"|(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}})(?![\w/-]|\.\d)"
         ),
-        cluster=lambda c: c.dated,
+        cluster=Need(dated=True),
     ),
     # "Jan 2, 2024", "January 2nd 2024", "March 3", "2 January 2024", "3rd of March", "January 2024";
     # not "3 days", "for 2 weeks", "65-year-old" (no month name)
@@ -240,7 +284,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"|(?:1[.-]?)?\d{3}[.-]?\d{3}[.-]?)\d{4}"
             rf"(?:[ \t]?(?:x|ext\.?)[ \t]?\d{{1,5}})?(?!\w){_NOT_UNIT}"
         ),
-        cluster=lambda c: c.digits >= 10,
+        cluster=Need(digits=10),
         reach=(2, 12),
     ),
     # International and national trunk formats: "+44 20 7946 0958", "+44 (0)20 7946 0958", "0049 30 1234567",
@@ -252,7 +296,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             rf"|\b0\d{{1,4}}[ .-]\d{{2,4}}(?:[ .-]\d{{2,4}}){{1,3}})(?![\w.]\d|\w){_NOT_UNIT}"
         ),
         _phone_digits,
-        cluster=lambda c: c.digits >= 8,
+        cluster=Need(digits=8),
         reach=(2, 2),
     ),
     # "Phone: 555-1234", "fax 555 1234 ext 12", "Tel. (0)20 7946 0958", "call back at 5551234"
@@ -287,7 +331,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
         re.compile(
             rf"(?=[A-Z])\b(?:[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){{0,2}},?[ \t]+)?(?:{_STATES})[ \t]+\d{{5}}(?:-\d{{4}})?\b"
         ),
-        cluster=lambda c: c.digits >= 5,
+        cluster=Need(digits=5),
         reach=(120, 2),
     ),
     # "Address: 4 Rue de la Paix, Paris" (to the end of the line, a ";" or a sentence-ending period)
@@ -297,13 +341,14 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[hHmMsSpPaA])\b(?i:(?:home[ \t]+|mailing[ \t]+|street[ \t]+|postal[ \t]+)?address\b)[ \t]*[:-][ \t]*"
             rf"(?P<v>[A-Za-z0-9](?:[^\n;.\[]|\.(?=\S)|{_ADDRESS_DOT}){{1,120}})"
         ),
-        needles=("address",),
+        words=("address",),
+        reach=None,
     ),
     # "192.168.1.20"; not "7.4" or "1.2.3"
     _Pattern(
         "IP",
         re.compile(r"(?=\d)(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)"),
-        cluster=lambda c: c.dots >= 3,
+        cluster=Need(dots=3),
     ),
     # "fe80::1", "2001:0db8:0000:0000:0000:ff00:0042:8329"; not "12:30"
     _Pattern(
@@ -321,7 +366,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?=[19])(?<![\w.])(?P<v>9\d|1[0-4]\d)(?=[- \t]?(?:years?|yrs?)[- \t]old\b|[- \t]?(?:y/o|yo)\b"
             r"|[- \t]?y\.o\b|[- \t]?(?:years?|yrs?)[ \t]+of[ \t]+age\b)"
         ),
-        cluster=lambda c: c.aged,
+        cluster=Need(aged=True),
         reach=(0, 30),
     ),
     # "aged 94", "Age: 91"; not "aged 65"
@@ -399,11 +444,13 @@ _PATTERNS: tuple[_Pattern, ...] = (
     ),
 )
 
-# Digits and the separators between them, once per text: the digit clusters patterns are gated on.
-_CLUSTER = re.compile(r"\d(?:[ ().+/:-]*\d)*")
 _RUNS = re.compile(r"\d+")
+# Characters past a stretch's reach that a match's lookaheads may read ("555-123-4567 lymph": not a unit, so a
+# phone number): the stretch's end must not cut them off, or a match would be missed.
+_MARGIN = 40
 _LONGEST = [max(map(len, pattern.words), default=0) for pattern in _PATTERNS]
-_WORDS = Needles({str(index): pattern.words for index, pattern in enumerate(_PATTERNS) if pattern.words})
+_KEYS = [str(index) for index in range(len(_PATTERNS))]
+_WORDS = Needles({_KEYS[index]: pattern.words for index, pattern in enumerate(_PATTERNS) if pattern.words})
 
 # The order in which overlapping detections of the same extent are typed: the more specific label first.
 RANK = {kind: rank for rank, kind in enumerate(("EMAIL", "URL", "SSN", "MRN", "ID", "DATE", "PHONE", "ADDRESS"))}
@@ -434,10 +481,10 @@ def matches(text: str, everywhere: bool = False) -> list[Span]:
     pattern over the whole text, which finds the same; the tests compare the two)."""
     spans = []
     folded = fold(text)
-    clusters = [Cluster.of(m) for m in _CLUSTER.finditer(text)]
+    near = clusters(text)
     words = _WORDS.find(text, folded)
     for index, pattern in enumerate(_PATTERNS):
-        stretches = _where(index, pattern, text, folded, clusters, words, everywhere)
+        stretches = _where(index, pattern, text, folded, near, words, everywhere)
         if not stretches:
             continue
         group = "v" if "v" in pattern.regex.groupindex else 0
@@ -460,15 +507,18 @@ def _where(index: int, pattern: _Pattern, text: str, folded: str, clusters: list
         return whole if any(needle in folded for needle in pattern.needles) else []
     if pattern.gate is not None:
         return whole if pattern.gate(folded) else []
-    before, after = pattern.reach
     if pattern.words:
-        positions = words.get(str(index), [])
+        positions = words.get(_KEYS[index])
+        if not positions or pattern.reach is None:
+            return whole if positions else []
         if pattern.anchored:
             return [(position, position) for position in positions]
-        return list(windows(positions, len(text), (before, _LONGEST[index] + after)))
-    if pattern.cluster is not None:
-        near = [(c.start, c.end) for c in clusters if pattern.cluster(c)]
-        return _merged([(max(0, start - before), min(len(text), end + after)) for start, end in near])
+        before, after = pattern.reach
+        return list(windows(positions, len(text), (before, _LONGEST[index] + after + _MARGIN)))
+    if pattern.cluster is not None and pattern.reach is not None:
+        need, (before, after) = pattern.cluster, pattern.reach
+        near = [(max(0, c.start - before), min(len(text), c.end + after + _MARGIN)) for c in clusters if need.admits(c)]
+        return _merged(near)
     return whole
 
 

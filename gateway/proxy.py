@@ -102,8 +102,6 @@ class Proxy:
             else:
                 guard = self.policies.stream_guard(ex) if self.policies is not None else None
                 await _relay_stream(reply, send, ex, guard)
-                if self.policies is not None:
-                    self.policies.after_stream(ex, ex.output)
         except asyncio.CancelledError:
             if not watch.left:
                 raise
@@ -114,6 +112,8 @@ class Proxy:
                 raise ClientGone from None
         finally:
             watch.stop()
+            if self.policies is not None and ex.operation != "embeddings":
+                self.policies.after_answer(ex, call.stream, ex.output)  # the rules that change nothing
 
     async def _forward(self, call: Call, targets: list[Target], ex: Exchange) -> Outcome:
         sent = perf_counter()

@@ -24,6 +24,16 @@ class _Spaced(dict[int, str]):
 
 
 _SPACED = _Spaced({ord(c): c for c in "abcdefghijklmnopqrstuvwxyz0123456789"})
+_SPACED_ASCII = bytes(_SPACED[code].encode()[0] for code in range(256) if code < 128) + bytes(128)
+
+
+def spaced(folded: str) -> str:
+    """A space, then ``folded`` with everything but a-z and digits turned into spaces (same offsets, plus one)."""
+    if folded.isascii():  # the common case: a byte table, without a call per character
+        return " " + folded.encode().translate(_SPACED_ASCII).decode()
+    return " " + folded.translate(_SPACED)
+
+
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -89,7 +99,7 @@ class Needles:
     def _hits(self, text: str, folded: str) -> list[tuple[int, tuple[str, ...]]]:
         hits: list[tuple[int, tuple[str, ...]]] = []
         if self.spaced is not None:
-            for end, (length, forms) in self.spaced.iter(" " + folded.translate(_SPACED)):
+            for end, (length, forms) in self.spaced.iter(spaced(folded)):
                 start = end - length + 1  # in the text: the copy has one character more, the entry too
                 for written, keys in forms:
                     if written is None or text.startswith(written, start):

@@ -6,13 +6,13 @@ Inline stages (docs/policies.md):
   OpenAI-shaped error (code ``content_policy_violation``, the rule id, nothing of the offending text).
 * ``response``: on a complete (non-streamed) answer. A block is the same error instead of the answer; a
   redaction replaces the span with ``[redacted]`` in the JSON body.
-* ``stream``: enforced block and redact rules run in a ``StreamGuard`` over a held-back window; flag and
-  shadow rules are evaluated on the whole text when the stream ends (they never act on it, so nothing is
-  held back for them).
+* ``stream``: enforced block and redact rules run in a ``StreamGuard`` over a held-back window.
 
-``flag`` lets the answer through and marks the exchange (it is sampled for the judges with trigger
-"policy" and carries ``x-medic-policy: flagged``); ``allow`` only records; ``shadow: true`` records what
-the rule would have done and does nothing. Every decision goes to the audit log and to
+Only what can change what is sent runs before it is sent: enforced block and redact rules. ``flag`` (let
+through, mark the exchange: it is sampled for the judges with trigger "policy"), ``allow`` (record only) and
+``shadow: true`` (record what the rule would have done) change no byte, so ``after_answer`` runs them once the
+answer has gone out, on the request and on the whole answer: they never add to the time to an answer, and
+nothing of a stream is held back for them. Every decision goes to the audit log and to
 ``medic_policy_decisions_total``. Results rules (stage ``results``) are run by ``policies.monitor``.
 """
 
@@ -106,8 +106,8 @@ class PolicyEngine:
     # ------------------------------------------------------------------------------------------ request
 
     def on_request(self, ex: Exchange, payload: dict[str, Any]) -> None:
-        """Request-stage rules on the caller's own words; raises PolicyBlocked for an enforced block."""
-        bound = self.rules(ex, "request", None)
+        """Enforced request-stage blocks on the caller's own words: raises PolicyBlocked."""
+        bound = [b for b in self.rules(ex, "request", None) if _acts(b)]
         if not bound:
             return
         context = context_of(payload)
@@ -120,10 +120,10 @@ class PolicyEngine:
     # ----------------------------------------------------------------------------------------- response
 
     def on_response(self, ex: Exchange, body: bytes, parsed: dict[str, Any]) -> tuple[bytes, str | None]:
-        """Response-stage rules on every choice of a complete answer (``parsed``: its body, parsed once by
-        the relay): the body to send (redacted when a rule redacts) and the policy header value; raises
-        PolicyBlocked for an enforced block."""
-        bound = self.rules(ex, "response", ex.upstream)
+        """Enforced response-stage block and redact rules on every choice of a complete answer (``parsed``: its
+        body, parsed once by the relay): the body to send (redacted when a rule redacts) and the policy header
+        value; raises PolicyBlocked for an enforced block."""
+        bound = [b for b in self.rules(ex, "response", ex.upstream) if _acts(b)]
         if not bound:
             return body, None
         choices = parsed.get("choices")
@@ -137,8 +137,9 @@ class PolicyEngine:
                 spans = self._choice(ex, bound, text, context, actions)
                 if spans:
                     _set_choice_text(choice, redacted(text, spans))
-        header = "redacted" if "redact" in actions else "flagged" if "flag" in actions else None
-        return (orjson.dumps(parsed) if "redact" in actions else body), header
+        if "redact" not in actions:
+            return body, None
+        return orjson.dumps(parsed), "redacted"
 
     def _choice(
         self, ex: Exchange, bound: list[Bound], text: str, context: Context, actions: set[str]
@@ -161,7 +162,7 @@ class PolicyEngine:
     def stream_guard(self, ex: Exchange) -> StreamGuard | None:
         """A guard when an enforced block or redact rule applies to this stream; None otherwise."""
         enforced = [GuardRule(b.rule.id, b.check, b.rule.action) for b in self.rules(ex, "stream", ex.upstream)
-                    if b.check is not None and not b.rule.shadow and b.rule.action in ("block", "redact")]  # fmt: skip
+                    if b.check is not None and _acts(b)]  # fmt: skip
         if not enforced:
             return None
         bound = {b.rule.id: b for b in self.rules(ex, "stream", ex.upstream)}
@@ -171,18 +172,25 @@ class PolicyEngine:
 
         return StreamGuard(enforced, context_of(ex.payload or {}), self.window, decide)
 
-    def after_stream(self, ex: Exchange, texts: list[str]) -> None:
-        """Flag, allow and shadow stream rules, on the whole text once the stream has ended."""
-        bound = [b for b in self.rules(ex, "stream", ex.upstream)
-                 if b.check is not None and (b.rule.shadow or b.rule.action not in ("block", "redact"))]  # fmt: skip
-        if not bound:
+    def after_answer(self, ex: Exchange, streamed: bool, texts: list[str]) -> None:
+        """Flag, allow and shadow rules, once the answer has gone out (or failed): the request stage's on the
+        caller's words, the response's or stream's on each choice's whole text. One decision per rule and text
+        (a flag is a mark on the exchange, not a span)."""
+        stage = "stream" if streamed else "response"
+        asked = [b for b in self.rules(ex, "request", None) if not _acts(b)]
+        answered = [b for b in self.rules(ex, stage, ex.upstream) if b.check is not None and not _acts(b)]
+        if not asked and not (answered and texts):
             return
         context = context_of(ex.payload or {})
-        for text in texts:
-            for b in bound:
+        for b in asked:
+            assert b.check is not None
+            for finding in b.check(context.request_text, context)[:1]:
+                self._decide(ex, b, "request", finding)
+        for text in texts if answered else ():
+            for b in answered:
                 assert b.check is not None
                 for finding in b.check(text, context)[:1]:
-                    self._decide(ex, b, "stream", finding)
+                    self._decide(ex, b, stage, finding)
 
     # ------------------------------------------------------------------------------------------ records
 
@@ -202,6 +210,11 @@ class PolicyEngine:
         if rule.action in ("flag", "block", "redact"):
             ex.policy_flagged = True
         return rule.action
+
+
+def _acts(b: Bound) -> bool:
+    """Whether the rule can change what is sent (an enforced block or redact), so runs before it is sent."""
+    return not b.rule.shadow and b.rule.action in ("block", "redact")
 
 
 def context_of(payload: dict[str, Any]) -> Context:

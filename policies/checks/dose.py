@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.scan import Needles
 from policies.checks.base import Context, Finding
 from policies.checks.dose_table import UNIT_MG, DoseTable, DrugEntry, Population, default_table
 
@@ -180,6 +181,12 @@ class _Names:
     def __init__(self, table: DoseTable) -> None:
         self.drugs = {name: drug for drug in table.drugs for name in (drug.name, *drug.synonyms)}
         self.pattern = re.compile(r"(?<![\w-])" + _trie(sorted(self.drugs)) + r"(?![\w-])")
+        # Each name's first word: most answers name no drug of the table, and one Aho-Corasick pass says so.
+        self.first_words = Needles({"drug": tuple({name.split()[0] for name in self.drugs})})
+
+    def named(self, text: str, low: str) -> bool:
+        """Whether ``text`` may name a drug of the table (a quick test; ``mentions`` finds them)."""
+        return bool(self.first_words.find(text, low))
 
     def mentions(self, low: str) -> list[_Mention]:
         drugs = self.drugs
@@ -240,6 +247,8 @@ class DoseCheck:
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
         low = _lower(text)
+        if not self._names.named(text, low):
+            return []
         quantities = _quantities(low)
         if not quantities:
             return []

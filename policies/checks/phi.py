@@ -33,7 +33,18 @@ class _Digits(dict[int, str]):
 
 
 _DIGITS = _Digits()
+_DIGITS_ASCII = bytes(ord(_DIGITS[code]) for code in range(128)) + bytes(128)
+
+
+def _seven_digits(text: str) -> bool:
+    """Whether ``text`` holds seven digits in a row (NPI and DEA numbers do)."""
+    if text.isascii():
+        return SEVEN_DIGITS_BYTES in text.encode().translate(_DIGITS_ASCII)
+    return SEVEN_DIGITS in text.translate(_DIGITS)
+
+
 SEVEN_DIGITS = "0" * 7
+SEVEN_DIGITS_BYTES = SEVEN_DIGITS.encode()
 
 
 def _luhn_npi(number: str) -> bool:
@@ -62,7 +73,7 @@ class PhiLeak:
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
         spans = matches(text)
-        if SEVEN_DIGITS in text.translate(_DIGITS):  # both numbers hold seven digits in a row
+        if _seven_digits(text):
             spans += [Span(m.start(), m.end(), "NPI", -1) for m in NPI.finditer(text) if _luhn_npi(m.group())]
             spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
         if not spans:

@@ -36,6 +36,16 @@ def audit(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def decisions(tmp_path: Path, rule: str, field: str, count: int) -> list[tuple[str, str]]:
+    """(stage, field) of the rule's audited decisions once there are ``count`` of them (else [])."""
+    found = [(e["stage"], e[field]) for e in audit(tmp_path) if e["rule"] == rule]
+    return found if len(found) >= count else []
+
+
+def policy_samples(gw: GatewayServer) -> float:
+    return http.metric(gw.metrics(), "medic_gateway_sampling_decisions_total", decision="policy")
+
+
 def shadow_pack(tmp_path: Path) -> str:
     path = tmp_path / "shadow.yaml"
     path.write_text(
@@ -100,7 +110,8 @@ def test_shadow_mode_lets_the_answer_through_and_records_it(
     fake.script(CHAT_PATH, Stream(chat_chunks(["take 3000 mg", " of acetaminophen every 4 hours."])))
     text, _ = stream_text(client(gw))
     assert text == "take 3000 mg of acetaminophen every 4 hours."
-    modes = [(e["stage"], e["mode"]) for e in audit(tmp_path) if e["rule"] == "dose-above-max"]
+    # shadow rules change nothing, so they are decided once the answer has gone out
+    modes = http.eventually(lambda: decisions(tmp_path, "dose-above-max", "mode", count=2))
     assert modes == [("response", "shadow"), ("stream", "shadow")]
 
 
@@ -114,6 +125,27 @@ def test_a_benign_answer_passes_untouched(
     response = post(gw, ASK)
     assert response.status == 200 and response.json() == body and response.header("x-medic-policy") is None
     assert [e for e in audit(tmp_path) if e["rule"] == "dose-above-max"] == []
+
+
+def test_a_flagged_answer_passes_byte_for_byte_and_is_recorded_and_sampled(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path,
+    client: Callable[[GatewayServer], openai.OpenAI],
+) -> None:  # fmt: skip
+    fake = fake_upstream()
+    dangerous = "Stop taking your warfarin before the trip; you can restart it when you are back."
+    body = chat_completion(dangerous)
+    fake.script(CHAT_PATH, Json(body))
+    gw = gateway(configured(fake, tmp_path).model_copy(update={"sampling": GatewayConfig.model_fields[
+        "sampling"].default.model_copy(update={"rate": 0.0})}))  # fmt: skip
+    response = post(gw, ASK)
+    assert response.status == 200 and response.json() == body and response.header("x-medic-policy") is None
+    fake.script(CHAT_PATH, Stream(chat_chunks(["Stop taking your warfarin", " before the trip."])))
+    text, _ = stream_text(client(gw))
+    assert text == "Stop taking your warfarin before the trip."
+    # flag rules change nothing, so they are decided once the answer has gone out: the audit and the sampler follow
+    assert http.eventually(lambda: policy_samples(gw) == 2)
+    flagged = [(e["stage"], e["action"]) for e in audit(tmp_path) if e["rule"] == "dangerous-instruction"]
+    assert flagged == [("response", "flag"), ("stream", "flag")]
 
 
 def test_without_a_stream_rule_in_force_chunks_are_not_held_back(
@@ -174,8 +206,8 @@ def test_a_prompt_injection_in_a_document_is_flagged_and_sampled(
     messages = [{"role": "user", "content": f"Summarise: {document}"}]
     response = post(gw, messages)
     assert response.status == 200
+    assert http.eventually(lambda: policy_samples(gw) == 1)  # a flag is decided once the answer has gone out
     assert [e["stage"] for e in audit(tmp_path) if e["rule"] == "prompt-injection"] == ["request"]
-    assert http.metric(gw.metrics(), "medic_gateway_sampling_decisions_total", decision="policy") == 1
 
 
 def test_a_blocked_request_never_reaches_the_upstream(
