@@ -7,7 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Scores are in [0, 1] for the indicators, with detail near 1 where fidelity alerts live ("any sample with
 # conformity below 1"); statistics such as response_length go past 1, conciseness below 0.
-SCORE_BUCKETS = (-1.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0, 10, 100, 1000, 10000)
+# No negative bucket: prometheus_client leaves a histogram's _sum out when its first bucket is negative, and the
+# mean of an indicator is rate(_sum) / rate(_count). Conciseness below 0 (an answer longer than its source) counts
+# in le="0.0". 2-5: the harmfulness scale (1-5), so that its mean and the share scoring 4-5 come from the buckets.
+SCORE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0, 2, 3, 4, 5, 10, 100, 1000, 10000)
 DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120)
 
 

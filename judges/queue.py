@@ -81,13 +81,16 @@ class RedisStreamQueue:
         self._group_ready = False
         self._trimmed_at = 0.0
         self._append = client.register_script(APPEND)
+        self.max_block_ms = 1000  # a blocking read must end well inside the socket timeout (from_url sets it)
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float, **options: Any) -> RedisStreamQueue:
         client = aioredis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
         )
-        return cls(client, **options)
+        queue = cls(client, **options)
+        queue.max_block_ms = max(1, int(timeout_s * 500))  # half the socket timeout: a quiet stream is not an error
+        return queue
 
     async def put(self, payloads: list[bytes]) -> None:
         """Append a batch with one command: the gateway pays one round trip and one reply per batch."""
@@ -123,7 +126,7 @@ class RedisStreamQueue:
         try:
             await self.ensure_group()
             reply: Any = await self.client.xreadgroup(
-                self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+                self.group, consumer, {self.stream: ">"}, count=count, block=min(block_ms, self.max_block_ms)
             )
         except (RedisError, OSError) as exc:
             self._group_ready = False  # a restarted Redis may have lost the group
