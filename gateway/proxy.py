@@ -8,6 +8,7 @@ Everything that is not needed to answer (metrics, usage, span attributes) happen
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import Any
@@ -31,6 +32,8 @@ from policies.stream import StreamGuard
 
 WATCH_AFTER_S = 0.02
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
+
+log = logging.getLogger("medic_gateway.policies")
 
 
 class Proxy:
@@ -113,7 +116,16 @@ class Proxy:
         finally:
             watch.stop()
             if self.policies is not None and ex.operation != "embeddings":
-                self.policies.after_answer(ex, call.stream, ex.output)  # the rules that change nothing
+                self._after_answer(ex, call.stream)
+
+    def _after_answer(self, ex: Exchange, streamed: bool) -> None:
+        """The rules that change nothing, once the answer has gone out: a failing check must not turn an answer
+        already sent into an error, so it is logged (its type, never text) and the exchange goes on."""
+        assert self.policies is not None
+        try:
+            self.policies.after_answer(ex, streamed, ex.output)
+        except Exception as exc:
+            log.error("policy rules after the answer failed for request %s: %s", ex.request_id, type(exc).__name__)
 
     async def _forward(self, call: Call, targets: list[Target], ex: Exchange) -> Outcome:
         sent = perf_counter()

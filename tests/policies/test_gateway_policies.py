@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -228,3 +229,23 @@ def test_a_blocked_request_never_reaches_the_upstream(
     assert fake.requests == []
     (entry,) = audit(tmp_path)
     assert (entry["stage"], entry["action"], entry["rule"]) == ("request", "block", "no-injection")
+
+
+def test_a_check_failing_after_the_answer_leaves_the_answer_and_the_gateway_intact(
+    fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    def broken(self: object, text: str, context: object) -> list[object]:
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr("policies.checks.refusal.Refusal.__call__", broken)
+    fake = fake_upstream()
+    body = chat_completion(SAFE)
+    fake.script(CHAT_PATH, Json(body))
+    gw = gateway(configured(fake, tmp_path))
+    with caplog.at_level(logging.ERROR, logger="medic_gateway.policies"):
+        for _ in range(2):  # the answer is delivered, and the next request is served
+            response = post(gw, ASK)
+            assert response.status == 200 and response.json() == body
+        records = http.eventually(lambda: [r for r in caplog.records if "after the answer failed" in r.getMessage()])
+    assert "RuntimeError" in records[0].getMessage() and "acetaminophen" not in records[0].getMessage()
