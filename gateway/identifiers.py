@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from gateway.scan import Needles, fold, windows
+from gateway.scan import Needles, Prefilter, fold, windows
 
 # --- building blocks ------------------------------------------------------------------------------------
 
@@ -450,6 +450,8 @@ _RUNS = re.compile(r"\d+")
 _MARGIN = 40
 _LONGEST = [max(map(len, pattern.words), default=0) for pattern in _PATTERNS]
 _KEYS = [str(index) for index in range(len(_PATTERNS))]
+# Most answers hold no identifier: one Hyperscan pass says which patterns can match at all.
+_PREFILTER = Prefilter({_KEYS[index]: pattern.regex for index, pattern in enumerate(_PATTERNS)})
 _WORDS = Needles({_KEYS[index]: pattern.words for index, pattern in enumerate(_PATTERNS) if pattern.words})
 
 # The order in which overlapping detections of the same extent are typed: the more specific label first.
@@ -479,11 +481,16 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 def matches(text: str, everywhere: bool = False) -> list[Span]:
     """Every detection in ``text``, overlaps included: each pattern where it can match (``everywhere``: each
     pattern over the whole text, which finds the same; the tests compare the two)."""
-    spans = []
+    spans: list[Span] = []
+    possible = None if everywhere else _PREFILTER.possible(text)
+    if possible is not None and not possible:
+        return spans  # most answers: no pattern can match anywhere
     folded = fold(text)
     near = clusters(text)
     words = _WORDS.find(text, folded)
     for index, pattern in enumerate(_PATTERNS):
+        if possible is not None and _KEYS[index] not in possible:
+            continue
         stretches = _where(index, pattern, text, folded, near, words, everywhere)
         if not stretches:
             continue

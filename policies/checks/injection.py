@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.scan import Needles, fold, windows
+from gateway.scan import Needles, Prefilter, fold, windows
 from policies.checks.base import Context, Finding
 
 
@@ -242,6 +242,7 @@ PATTERNS: dict[str, tuple[tuple[str, ...], re.Pattern[str]]] = {
     ),
 }
 NEEDLES = Needles({pattern_id: needles for pattern_id, (needles, _) in PATTERNS.items()})
+PREFILTER = Prefilter({pattern_id: pattern for pattern_id, (_, pattern) in PATTERNS.items()})
 # Characters before and after a needle that a match can reach; the second leaves room for the lookaheads that
 # read up to 120 characters past "new instructions:".
 PATTERN_WINDOW = (80, 220)
@@ -254,10 +255,14 @@ class PromptInjectionCheck:
     name: str = "prompt_injection"
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
+        possible = PREFILTER.possible(text)
+        if possible is not None and not possible:
+            return []  # no pattern can match anywhere: most requests
         needles = NEEDLES.find(text, fold(text))
         found = [
             (m.start(), m.end(), pattern_id)
             for pattern_id, positions in needles.items()
+            if possible is None or pattern_id in possible
             for start, end in windows(positions, len(text), PATTERN_WINDOW)
             for m in PATTERNS[pattern_id][1].finditer(text, start, end)
         ]

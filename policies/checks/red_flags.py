@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gateway.scan import Needles, fold, windows
+from gateway.scan import Needles, Prefilter, fold, windows
 from policies.checks.base import Context, Finding
 
 
@@ -226,6 +226,7 @@ TERM_NEEDLES = Needles(NEEDLES)
 TERMS: dict[str, re.Pattern[str]] = {
     name: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)") for name, pattern in _TERMS.items()
 }
+TERMS_PREFILTER = Prefilter(TERMS)  # which terms can occur at all: most requests hold few
 # A role and the terms that play it (each term plays itself): fainting counts with chest pain and in pregnancy.
 ROLE_TERMS: dict[str, tuple[str, ...]] = {
     "cardiac": ("cardiac", "fainted"),
@@ -334,7 +335,9 @@ class _Terms:
     def __init__(self, text: str) -> None:
         self.text = text
         self.folded = fold(text)
-        self.needles = TERM_NEEDLES.find(text, self.folded)
+        self.possible = TERMS_PREFILTER.possible(self.folded)
+        none = self.possible is not None and not self.possible  # no term can occur: no needle is looked for
+        self.needles = {} if none else TERM_NEEDLES.find(text, self.folded)
         self.found: dict[str, list[int]] = {}
 
     def role(self, role: str) -> list[int]:
@@ -344,7 +347,8 @@ class _Terms:
     def positions(self, term: str) -> list[int]:
         found = self.found.get(term)
         if found is None:
-            found = self.found[term] = list(self._find(term)) if term in self.needles else []
+            can = term in self.needles and (self.possible is None or term in self.possible)
+            found = self.found[term] = list(self._find(term)) if can else []
         return found
 
     def _find(self, term: str) -> Iterator[int]:
