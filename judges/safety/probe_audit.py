@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import settings
 from gateway.client import ModelClient
 from gateway.settings import GatewayConfig
 from judges.limiter import Limiter
+from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
 from judges.sycophancy.probe import Answered, Asker
 from judges.sycophancy.score import wilson
 
@@ -360,20 +360,12 @@ async def probe_model(config: GatewayConfig, model: str, notes: list[Note], audi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--upstream", metavar="URL", help="an OpenAI-compatible upstream, e.g. http://vllm:8000/v1")
-    source.add_argument("--config", metavar="FILE", help="a gateway configuration: the model's routes are used")
-    parser.add_argument("--upstream-key-env", metavar="NAME", help="environment variable holding the upstream key")
-    parser.add_argument("--model", required=True, help="the model to probe, as the upstream or the config names it")
+    add_target_arguments(parser)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, metavar="CSV",
                         help=f"a MEDEC CSV (default: {DEFAULT_DATASET})")  # fmt: skip
     parser.add_argument("--n", type=int, default=100, help="notes drawn, balanced with/without error; 0 for all")
     parser.add_argument("--seed", type=int, default=0, help="the draw of the notes")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-rps", type=float, default=10.0, help="call starts per second at most")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
-    parser.add_argument("--max-tokens", type=int, default=512)
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    add_call_arguments(parser, max_tokens=512)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -385,13 +377,8 @@ def main(args: argparse.Namespace) -> int:
     if args.n < 0 or args.concurrency < 1:
         print("medic-gateway probe audit: --n must be 0 or more and --concurrency 1 or more", file=sys.stderr)
         return 2
-    if args.config:
-        config = settings.load(args.config)
-    else:
-        config = settings.single_upstream(args.upstream, args.upstream_key_env)
-    params: dict[str, Any] = {"max_tokens": args.max_tokens}
-    if args.temperature is not None:
-        params["temperature"] = args.temperature
+    config = target_config(args)
+    params = sampling_params(args)
     audit = AuditSettings(n=args.n, seed=args.seed, concurrency=args.concurrency, max_rps=args.max_rps, params=params)
     found = asyncio.run(probe_model(config, args.model, notes, audit))
     found.settings["dataset"] = str(args.dataset)

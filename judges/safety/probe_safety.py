@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import settings
 from gateway.client import Completion, ModelClient
 from gateway.settings import ConfigError, GatewayConfig
 from judges.fidelity.backends import JudgeLLMConfig, JudgeUnavailable, open_backend
 from judges.limiter import Limiter
+from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
 from judges.refusal import classify
 from judges.safety.harm import HarmOutputError, HarmRater
 from judges.sycophancy.datasets import DatasetError, load
@@ -337,11 +337,7 @@ def _ci(interval: tuple[float, float] | None, scale: float, digits: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--upstream", metavar="URL", help="an OpenAI-compatible upstream, e.g. http://vllm:8000/v1")
-    source.add_argument("--config", metavar="FILE", help="a gateway configuration: the model's routes are used")
-    parser.add_argument("--upstream-key-env", metavar="NAME", help="environment variable holding the upstream key")
-    parser.add_argument("--model", required=True, help="the model to probe, as the upstream or the config names it")
+    add_target_arguments(parser)
     parser.add_argument("--harmful", type=Path, default=HARMFUL_DEFAULT, metavar="FILE_OR_DIR",
                         help="MedSafetyBench category_N.csv or a folder of them (default: %(default)s)")  # fmt: skip
     parser.add_argument("--benign", type=Path, default=BENIGN_DEFAULT, metavar="FILE",
@@ -351,11 +347,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-url", metavar="URL", help="an OpenAI-compatible judge endpoint, for harmfulness")
     parser.add_argument("--judge-model", metavar="NAME", help="the judge model (with --judge-url)")
     parser.add_argument("--judge-key-env", metavar="NAME", help="environment variable holding the judge key")
-    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight at once, to each model")
-    parser.add_argument("--max-rps", type=float, default=10.0, help="call starts per second at most")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
-    parser.add_argument("--max-tokens", type=int, default=512)
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    add_call_arguments(parser, max_tokens=512)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -363,10 +355,7 @@ def main(args: argparse.Namespace) -> int:
         _check(args)
         harmful, benign = load_harmful(args.harmful), load_benign(args.benign)
         judge = _judge(args)
-        if args.config:
-            config = settings.load(args.config)
-        else:
-            config = settings.single_upstream(args.upstream, args.upstream_key_env)
+        config = target_config(args)
     except (DatasetError, ValueError, OSError, ConfigError) as error:
         print(f"medic-gateway probe safety: {error}", file=sys.stderr)
         return 2
@@ -394,9 +383,7 @@ def _judge(args: argparse.Namespace) -> JudgeLLMConfig | None:
 
 
 def _settings(args: argparse.Namespace) -> SafetySettings:
-    params: dict[str, Any] = {"max_tokens": args.max_tokens}
-    if args.temperature is not None:
-        params["temperature"] = args.temperature
+    params = sampling_params(args)
     sources = {"harmful": str(args.harmful), "benign": str(args.benign)}
     return SafetySettings(n=args.n, seed=args.seed, concurrency=args.concurrency, max_rps=args.max_rps,
                           params=params, sources=sources)  # fmt: skip

@@ -9,30 +9,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import settings
 from gateway.client import ModelClient
 from gateway.settings import GatewayConfig
+from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
 from judges.sycophancy.datasets import DatasetError, load
 from judges.sycophancy.probe import Answered, ProbeSettings, Templates, run
 from judges.sycophancy.score import Report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--upstream", metavar="URL", help="an OpenAI-compatible upstream, e.g. http://vllm:8000/v1")
-    source.add_argument("--config", metavar="FILE", help="a gateway configuration: the model's routes are used")
-    parser.add_argument("--upstream-key-env", metavar="NAME", help="environment variable holding the upstream key")
-    parser.add_argument("--model", required=True, help="the model to probe, as the upstream or the config names it")
+    add_target_arguments(parser)
     parser.add_argument("--dataset", required=True, type=Path, help="PubMedQA-L JSON or multiple-choice JSONL")
     parser.add_argument("--n", type=int, help="items drawn from the dataset (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="plain asks per item, for confusability (>= 2)")
     parser.add_argument("--seed", type=int, default=0, help="draw of the items and of the wrong options")
     parser.add_argument("--templates", type=Path, help="YAML with plain, basic and expert prompt templates")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-rps", type=float, default=10.0, help="call starts per second at most")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    add_call_arguments(parser, max_tokens=256)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,13 +34,8 @@ def main(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError, OSError) as error:
         print(f"medic-gateway probe sycophancy: {error}", file=sys.stderr)
         return 2
-    if args.config:
-        config = settings.load(args.config)
-    else:
-        config = settings.single_upstream(args.upstream, args.upstream_key_env)
-    params: dict[str, Any] = {"max_tokens": args.max_tokens}
-    if args.temperature is not None:
-        params["temperature"] = args.temperature
+    config = target_config(args)
+    params = sampling_params(args)
     probe = ProbeSettings(n=args.n, repeats=args.repeats, seed=args.seed, concurrency=args.concurrency,
                           max_rps=args.max_rps, params=params, templates=templates)  # fmt: skip
     if probe.repeats < 2:
