@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from gateway.identifiers import Span, matches, resolve
+from gateway.scan import Prefilter
 from policies.checks.base import Context, Finding
 
 NPI = re.compile(r"(?<!\d)\d{10}(?!\d)")
@@ -24,27 +25,7 @@ DEA = re.compile(r"\b[ABCDEFGHJKLMPRSTUX][A-Z9]\d{7}\b")
 _FOLD = re.compile(r"[\W_]+")
 
 
-class _Digits(dict[int, str]):
-    """For str.translate: every digit becomes "0", anything else a space; seven digits in a row are then one
-    substring test."""
-
-    def __missing__(self, code: int) -> str:
-        return "0" if chr(code).isdigit() else " "
-
-
-_DIGITS = _Digits()
-_DIGITS_ASCII = bytes(ord(_DIGITS[code]) for code in range(128)) + bytes(128)
-
-
-def _seven_digits(text: str) -> bool:
-    """Whether ``text`` holds seven digits in a row (NPI and DEA numbers do)."""
-    if text.isascii():
-        return SEVEN_DIGITS_BYTES in text.encode().translate(_DIGITS_ASCII)
-    return SEVEN_DIGITS in text.translate(_DIGITS)
-
-
-SEVEN_DIGITS = "0" * 7
-SEVEN_DIGITS_BYTES = SEVEN_DIGITS.encode()
+NUMBERS = Prefilter({"NPI": NPI, "DEA": DEA})  # most answers hold neither: one Hyperscan pass says so
 
 
 def _luhn_npi(number: str) -> bool:
@@ -73,8 +54,10 @@ class PhiLeak:
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
         spans = matches(text)
-        if _seven_digits(text):
+        possible = NUMBERS.possible(text)
+        if possible is None or "NPI" in possible:
             spans += [Span(m.start(), m.end(), "NPI", -1) for m in NPI.finditer(text) if _luhn_npi(m.group())]
+        if possible is None or "DEA" in possible:
             spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
         if not spans:
             return []
