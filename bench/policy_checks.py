@@ -16,11 +16,13 @@ at least 0.2 s), in microseconds per call:
   * before the answer goes out, what the client waits for: `PolicyEngine.on_request` on the request (enforced
     request blocks; the default pack has none) and `PolicyEngine.on_response` on the fake upstream's parsed JSON
     body (the enforced block and redact rules: `dose-above-max`, `phi-leak`);
-  * after the answer has gone out: `PolicyEngine.after_answer`, the flag, allow and shadow rules on the request
-    (`prompt-injection`) and on the whole answer (`dangerous-instruction`, `red-flag-unescalated`, `refusal`);
+  * while the upstream works on the answer: `PolicyEngine.while_waiting`, the request's flag, allow and shadow
+    rules (`prompt-injection`) and what the answer's rules derive from the request (its red flags);
+  * after the answer has gone out: `PolicyEngine.after_answer` on an exchange `while_waiting` prepared, the flag,
+    allow and shadow rules on the whole answer (`dangerous-instruction`, `red-flag-unescalated`, `refusal`);
   * the stream stage: a `StreamGuard` fed every SSE event of the streamed answer (chunks of --chunk-words words)
     and `[DONE]` (the enforced block and redact rules, on every chunk with the held-back window), then
-    `after_answer` on the whole text: together the policy CPU of one streamed answer.
+    `after_answer` on the whole text.
 
 A second column times the same calls with the caller's words left out of the context (no messages in the request),
 to show which part of a check's cost is reading the request rather than the answer.
@@ -83,9 +85,12 @@ def guard_once(engine: PolicyEngine, payload: dict[str, object], events: list[by
     return [out for event in events for out in guard.feed(event)] + guard.end()
 
 
-def after_answer_once(engine: PolicyEngine, payload: dict[str, object], text: str, streamed: bool) -> None:
-    """The flag, allow and shadow rules, on the request and the whole answer once it has gone out."""
-    engine.after_answer(exchange(payload), streamed, [text])
+def waited(engine: PolicyEngine, payload: dict[str, object], streamed: bool) -> Exchange:
+    """An exchange as the upstream has it: ``while_waiting`` has run its request rules and prepared the rest."""
+    ex = exchange(payload)
+    ex.stream = streamed
+    engine.while_waiting(ex)
+    return ex
 
 
 def main() -> int:
@@ -142,12 +147,23 @@ def main() -> int:
     rows.append(("request stage: `on_request`", "request", request_us))
     response = timed(lambda pl: engine.on_response(exchange(pl), completion, orjson.loads(completion)))
     rows.append(("response stage: `on_response`", f"JSON body ({len(completion):,} bytes)", response))
-    after = timed(lambda pl: after_answer_once(engine, pl, answer, False))
-    rows.append(("after the answer: `after_answer`", "request and answer", after))
+    waiting = timed(lambda pl: waited(engine, pl, False))
+    rows.append(("while the upstream works: `while_waiting`", "request", waiting))
+    prepared = {False: waited(engine, payload, False), True: waited(engine, payload, True)}
+    prepared_bare = {False: waited(engine, bare, False), True: waited(engine, bare, True)}
+
+    def after_answer(streamed: bool) -> Callable[[dict[str, object]], object]:
+        """The answer's flag, allow and shadow rules on an exchange ``while_waiting`` prepared (the clean answer
+        adds no decision to it, so the same exchange serves every call)."""
+        return lambda pl: engine.after_answer((prepared if pl is payload else prepared_bare)[streamed], streamed,
+                                              [answer])  # fmt: skip
+
+    after = timed(after_answer(False))
+    rows.append(("after the answer: `after_answer`", "answer", after))
     guard = timed(lambda pl: guard_once(engine, pl, events))
     rows.append(("stream stage, guard: `StreamGuard.feed` per event", f"{len(events)} SSE events", guard))
-    after_stream = timed(lambda pl: after_answer_once(engine, pl, answer, True))
-    rows.append(("stream, after the end: `after_answer`", "request and answer", after_stream))
+    after_stream = timed(after_answer(True))
+    rows.append(("stream, after the end: `after_answer`", "answer", after_stream))
 
     kind = "question" if args.question else "note"
     request = f"a {len(note.split())}-word {kind}" if note else "the built-in one"
@@ -166,7 +182,8 @@ def main() -> int:
     print(
         f"\nBefore the answer goes out (request and response stages, what the client waits for): {before:,.1f} µs, "
         f"{verdict} the {TARGET_US:.0f} µs target ({request_us + response[1]:,.1f} µs without the caller's words). "
-        f"After it has gone out (flag, allow and shadow rules): {after[0]:,.1f} µs."
+        f"While the upstream works (request rules, what the answer's derive from the request): {waiting[0]:,.1f} µs. "
+        f"After the answer has gone out (the answer's flag, allow and shadow rules): {after[0]:,.1f} µs."
     )
     return 0
 

@@ -40,6 +40,8 @@ class Exchange:
     traceparent: str | None = None  # the W3C trace context of this request's span, for the judges' events
     policy_flagged: bool = False
     policy: list[dict[str, Any]] = field(default_factory=list)  # decisions of policy rules (no PHI in them)
+    policy_context: object = None  # what policy checks derive from the request, shared by the stages: PHI
+    policy_asked: bool = False  # the request stage's flag, allow and shadow rules have run
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # response headers policies add
 
     def elapsed(self) -> float:

@@ -90,6 +90,10 @@ class Proxy:
 
     async def _answer(self, call: Call, targets: list[Target], request: Request, send: Send, ex: Exchange) -> None:
         watch = ClientWatch(request.receive)
+        if self.policies is not None and ex.operation != "embeddings":
+            # Two turns of the loop on, the request is on its way (aiohttp writes a body in a task of its own).
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._while_waiting, ex)
         try:
             outcome = await self._forward(call, targets, ex)
             reply = outcome.reply
@@ -117,6 +121,15 @@ class Proxy:
             watch.stop()
             if self.policies is not None and ex.operation != "embeddings":
                 self._after_answer(ex, call.stream)
+
+    def _while_waiting(self, ex: Exchange) -> None:
+        """The rules that change nothing and read only the request, while the upstream works on the answer;
+        a failure is logged (its type, never text) and the exchange goes on."""
+        assert self.policies is not None
+        try:
+            self.policies.while_waiting(ex)
+        except Exception as exc:
+            log.error("policy rules while waiting failed for request %s: %s", ex.request_id, type(exc).__name__)
 
     def _after_answer(self, ex: Exchange, streamed: bool) -> None:
         """The rules that change nothing, once the answer has gone out: a failing check must not turn an answer

@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any
 
-import ahocorasick
 import hyperscan
 
 # Folding for the lower-cased copy: one apostrophe, one kind of space within a line; every character maps to
@@ -30,11 +28,12 @@ _SPACED = _Spaced({ord(c): c for c in "abcdefghijklmnopqrstuvwxyz0123456789"})
 _SPACED_ASCII = bytes(_SPACED[code].encode()[0] for code in range(256) if code < 128) + bytes(128)
 
 
-def spaced(folded: str) -> str:
-    """A space, then ``folded`` with everything but a-z and digits turned into spaces (same offsets, plus one)."""
+def spaced(folded: str) -> bytes:
+    """A space, then ``folded`` with everything but a-z and digits turned into spaces, as ASCII bytes (same
+    offsets, plus one)."""
     if folded.isascii():  # the common case: a byte table, without a call per character
-        return " " + folded.encode().translate(_SPACED_ASCII).decode()
-    return " " + folded.translate(_SPACED)
+        return b" " + folded.encode().translate(_SPACED_ASCII)
+    return (" " + folded.translate(_SPACED)).encode()
 
 
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -50,20 +49,20 @@ def fold(text: str) -> str:
 
 class Needles:
     """Where patterns can match: the occurrences of their needles, word beginnings that every match holds. One
-    Aho-Corasick pass (pyahocorasick, in C) finds them all at once, at a few nanoseconds a character, where a
-    pattern's own pass costs up to a tenth of a microsecond a character. Most texts hold few needles, so most of
-    a text never meets the patterns.
+    Hyperscan pass (literal matching in C, a fraction of a nanosecond a character) finds them all at once, where
+    a pattern's own pass costs up to a tenth of a microsecond a character. Most texts hold few needles, so most
+    of a text never meets the patterns.
 
     ``needles``: key (a pattern's name) -> its needles. A needle is found where it starts a word (after anything
     but an ASCII letter: "old" in "6-week-old", "°" in "38°"). A lower-case needle is looked for in the folded
     text, any other (an acronym: "A&E", "DAN") as written. Every occurrence counts, also inside another needle's.
 
-    A needle that opens with a letter is looked for in lower case, with one space before it, in a copy of the
-    folded text in which everything but a-z and digits is a space and a space comes first: only its occurrences
-    at a word beginning are reported, so common short needles ("ate", "old") cost nothing inside other words;
-    one written otherwise ("Mr", "A&E") is then checked as written. The copy turns a lower-case needle's own
-    punctuation into spaces ("epi-pen" is looked for as "epi pen"), so it may report a few places the needle is
-    not: windows around them only cost a pattern pass, never a miss.
+    A needle that opens with a letter is looked for in lower case, with one space before it, in ``spaced(folded)``
+    (everything but a-z and digits a space, a space first): only its occurrences at a word beginning are
+    reported, so common short needles ("ate", "old") cost nothing inside other words; one written otherwise
+    ("Mr", "A&E") is then checked as written. The copy turns a lower-case needle's own punctuation into spaces
+    ("epi-pen" is looked for as "epi pen"), so it may report a few places the needle is not: windows around them
+    only cost a pattern pass, never a miss. The few others ("°", "38", "1-800") are looked for one by one.
     """
 
     def __init__(self, needles: dict[str, tuple[str, ...]]) -> None:
@@ -71,25 +70,23 @@ class Needles:
         for key, words in needles.items():
             for word in words:
                 owners.setdefault(word, set()).add(key)
-        # Needles that open with a letter, in one automaton over the spaced copy; the value of an entry: its
-        # length and, per needle it stands for, the needle as written (None: lower case, no check) and its keys.
-        spaced: dict[str, list[tuple[str | None, tuple[str, ...]]]] = {}
-        # The others ("°", "38", "1-800"), over the folded text (as written: the text), filtered in Python.
-        other: dict[bool, dict[str, tuple[str, ...]]] = {}
-        for word, keys in owners.items():
+        # Needles that open with a letter, as entries of the spaced copy; per entry: its length and, per needle
+        # it stands for, the needle as written (None: lower case, no check) and its keys.
+        spaced_entries: dict[str, list[tuple[str | None, tuple[str, ...]]]] = {}
+        self.other: list[tuple[str, bool, tuple[str, ...]]] = []  # (needle, as written, keys)
+        for word, keys in sorted(owners.items()):
             as_written = word != word.lower()
             if "a" <= word[0].lower() <= "z":
                 entry = " " + word.lower().translate(_SPACED)
-                spaced.setdefault(entry, []).append((word if as_written else None, tuple(sorted(keys))))
+                spaced_entries.setdefault(entry, []).append((word if as_written else None, tuple(sorted(keys))))
             else:
-                other.setdefault(as_written, {})[word] = tuple(sorted(keys))
-        self.spaced = _automaton({entry: (len(entry), tuple(forms)) for entry, forms in spaced.items()})
-        self.other = [(as_written, _automaton({w: (len(w), keys) for w, keys in words.items()}))
-                      for as_written, words in other.items()]  # fmt: skip
+                self.other.append((word, as_written, tuple(sorted(keys))))
+        self.entries = [(len(entry), tuple(forms)) for entry, forms in spaced_entries.items()]
+        self.literals = _Literals(list(spaced_entries)) if spaced_entries else None
 
-    def find(self, text: str, folded: str) -> dict[str, list[int]]:
-        """key -> where its needles occur, in text order."""
-        hits = self._hits(text, folded)
+    def find(self, text: str, folded: str, copy: bytes | None = None) -> dict[str, list[int]]:
+        """key -> where its needles occur, in text order. ``copy``: ``spaced(folded)``, when the caller has it."""
+        hits = self._spaced_hits(text, folded, copy) + self._other_hits(text, folded)
         found: dict[str, list[int]] = {}
         hits.sort(key=lambda hit: hit[0])
         for position, keys in hits:
@@ -99,32 +96,60 @@ class Needles:
                     positions.append(position)
         return found
 
-    def _hits(self, text: str, folded: str) -> list[tuple[int, tuple[str, ...]]]:
+    def _spaced_hits(self, text: str, folded: str, copy: bytes | None) -> list[tuple[int, tuple[str, ...]]]:
         hits: list[tuple[int, tuple[str, ...]]] = []
-        if self.spaced is not None:
-            for end, (length, forms) in self.spaced.iter(spaced(folded)):
-                start = end - length + 1  # in the text: the copy has one character more, the entry too
-                for written, keys in forms:
-                    if written is None or text.startswith(written, start):
-                        hits.append((start, keys))
-        for as_written, automaton in self.other:
-            searched = text if as_written else folded
-            assert automaton is not None
-            for end, (length, keys) in automaton.iter(searched):
-                start = end - length + 1
-                if start == 0 or searched[start - 1] not in _LETTERS:
+        if self.literals is None:
+            return hits
+        for index, end in self.literals.scan(spaced(folded) if copy is None else copy):
+            length, forms = self.entries[index]
+            start = end - length  # in the text: the copy has one character more, the entry too
+            for written, keys in forms:
+                if written is None or text.startswith(written, start):
                     hits.append((start, keys))
         return hits
 
+    def _other_hits(self, text: str, folded: str) -> list[tuple[int, tuple[str, ...]]]:
+        hits: list[tuple[int, tuple[str, ...]]] = []
+        for word, as_written, keys in self.other:
+            searched = text if as_written else folded
+            start = searched.find(word)
+            while start >= 0:
+                if start == 0 or searched[start - 1] not in _LETTERS:
+                    hits.append((start, keys))
+                start = searched.find(word, start + 1)
+        return hits
 
-def _automaton(entries: dict[str, tuple[int, Any]]) -> ahocorasick.Automaton | None:
-    if not entries:
-        return None
-    automaton = ahocorasick.Automaton()
-    for entry, value in entries.items():
-        automaton.add_word(entry, value)
-    automaton.make_automaton()
-    return automaton
+
+class _Literals:
+    """Every occurrence of a set of byte strings, by one Hyperscan pass."""
+
+    def __init__(self, literals: list[str]) -> None:
+        self.database = hyperscan.Database()
+        self.database.compile(
+            expressions=[re.escape(literal).encode() for literal in literals],
+            ids=list(range(len(literals))),
+            elements=len(literals),
+            flags=[0] * len(literals),
+        )
+        self._local = threading.local()  # a scan writes to its scratch space: one per thread
+
+    def scan(self, data: bytes) -> list[tuple[int, int]]:
+        """(index of the literal, where it ends) for every occurrence, in no set order."""
+        found: list[tuple[int, int]] = []
+
+        def hit(index: int, start: int, end: int, flags: int, context: object) -> bool:
+            found.append((index, end))
+            return False  # go on: every occurrence
+
+        self.database.scan(data, match_event_handler=hit, scratch=_scratch(self._local, self.database))
+        return found
+
+
+def _scratch(local: threading.local, database: hyperscan.Database) -> hyperscan.Scratch:
+    scratch = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = local.scratch = hyperscan.Scratch(database)
+    return scratch
 
 
 def windows(positions: list[int], length: int, reach: tuple[int, int]) -> Iterator[tuple[int, int]]:
@@ -171,10 +196,7 @@ class Prefilter:
             found.add(index)
             return False  # go on: the other patterns
 
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self.database)
-        self.database.scan(text.encode(), match_event_handler=hit, scratch=scratch)
+        self.database.scan(text.encode(), match_event_handler=hit, scratch=_scratch(self._local, self.database))
         return {self.keys[index] for index in found}
 
 

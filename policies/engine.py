@@ -10,10 +10,12 @@ Inline stages (docs/policies.md):
 
 Only what can change what is sent runs before it is sent: enforced block and redact rules. ``flag`` (let
 through, mark the exchange: it is sampled for the judges with trigger "policy"), ``allow`` (record only) and
-``shadow: true`` (record what the rule would have done) change no byte, so ``after_answer`` runs them once the
-answer has gone out, on the request and on the whole answer: they never add to the time to an answer, and
-nothing of a stream is held back for them. Every decision goes to the audit log and to
-``medic_policy_decisions_total``. Results rules (stage ``results``) are run by ``policies.monitor``.
+``shadow: true`` (record what the rule would have done) change no byte: ``while_waiting`` runs the request's
+while the upstream works on the answer, and prepares what the answer's derive from the request (a red flag in
+the request, ``Check.prepare``); ``after_answer`` runs the answer's once it has gone out, on the whole answer.
+They never add to the time to an answer, and nothing of a stream is held back for them. Every decision goes to
+the audit log and to ``medic_policy_decisions_total``. Results rules (stage ``results``) are run by
+``policies.monitor``.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class PolicyEngine:
         bound = [b for b in self.rules(ex, "request", None) if _acts(b)]
         if not bound:
             return
-        context = context_of(payload)
+        context = self.context(ex, payload)
         for b in bound:
             assert b.check is not None
             findings = b.check(context.request_text, context)
@@ -129,7 +131,7 @@ class PolicyEngine:
         choices = parsed.get("choices")
         if not isinstance(choices, list):
             return body, None
-        context = context_of(ex.payload or {})
+        context = self.context(ex)
         actions: set[str] = set()
         for choice in choices:
             text = _choice_text(choice)
@@ -170,27 +172,52 @@ class PolicyEngine:
         def decide(rule: str, finding: Finding) -> None:
             self._decide(ex, bound[rule], "stream", finding)
 
-        return StreamGuard(enforced, context_of(ex.payload or {}), self.window, decide)
+        return StreamGuard(enforced, self.context(ex), self.window, decide)
+
+    def while_waiting(self, ex: Exchange) -> None:
+        """While the upstream works on the answer: the request stage's flag, allow and shadow rules on the
+        caller's words, and what the answer's rules derive from the request alone (``prepare``), so that after
+        the answer only the answer is left to read."""
+        self._asked(ex)
+        for b in self.rules(ex, "stream" if ex.stream else "response", ex.upstream):
+            prepare = getattr(b.check, "prepare", None)
+            if prepare is not None and not _acts(b):
+                prepare(self.context(ex))
 
     def after_answer(self, ex: Exchange, streamed: bool, texts: list[str]) -> None:
         """Flag, allow and shadow rules, once the answer has gone out (or failed): the request stage's on the
-        caller's words, the response's or stream's on each choice's whole text. One decision per rule and text
-        (a flag is a mark on the exchange, not a span)."""
+        caller's words (unless ``while_waiting`` ran them), the response's or stream's on each choice's whole
+        text. One decision per rule and text (a flag is a mark on the exchange, not a span)."""
+        self._asked(ex)
         stage = "stream" if streamed else "response"
-        asked = [b for b in self.rules(ex, "request", None) if not _acts(b)]
         answered = [b for b in self.rules(ex, stage, ex.upstream) if b.check is not None and not _acts(b)]
-        if not asked and not (answered and texts):
+        if not (answered and texts):
             return
-        context = context_of(ex.payload or {})
-        for b in asked:
-            assert b.check is not None
-            for finding in b.check(context.request_text, context)[:1]:
-                self._decide(ex, b, "request", finding)
-        for text in texts if answered else ():
+        context = self.context(ex)
+        for text in texts:
             for b in answered:
                 assert b.check is not None
                 for finding in b.check(text, context)[:1]:
                     self._decide(ex, b, stage, finding)
+
+    def _asked(self, ex: Exchange) -> None:
+        """The request stage's flag, allow and shadow rules, once per exchange."""
+        if ex.policy_asked:
+            return
+        ex.policy_asked = True
+        for b in self.rules(ex, "request", None):
+            if not _acts(b):
+                assert b.check is not None
+                context = self.context(ex)
+                for finding in b.check(context.request_text, context)[:1]:
+                    self._decide(ex, b, "request", finding)
+
+    def context(self, ex: Exchange, payload: dict[str, Any] | None = None) -> Context:
+        """The exchange's Context, built once: what checks derive from the request is shared by its stages."""
+        context = ex.policy_context
+        if not isinstance(context, Context):
+            context = ex.policy_context = context_of(payload if payload is not None else ex.payload or {})
+        return context
 
     # ------------------------------------------------------------------------------------------ records
 

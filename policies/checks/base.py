@@ -46,6 +46,9 @@ class Context:
 
 
 class Check(Protocol):
+    """A check; one may also have ``prepare(context)``: what it derives from the request alone, computed while
+    the upstream works on the answer (``PolicyEngine.while_waiting``)."""
+
     name: str
 
     def __call__(self, text: str, context: Context) -> list[Finding]: ...

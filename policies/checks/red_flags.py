@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gateway.scan import Needles, Prefilter, fold, windows
+from gateway.scan import Needles, Prefilter, fold, spaced, windows
 from policies.checks.base import Context, Finding
 
 
@@ -221,7 +221,7 @@ NEEDLES: dict[str, tuple[str, ...]] = {
                 "vomit", "headed", "lightheaded", "dizz"),
 }  # fmt: skip
 TERM_WINDOW = (60, 100)  # characters before and after a needle that a term's match can reach
-TERM_NEEDLES = Needles(NEEDLES)
+TERM_NEEDLES = {term: Needles({term: needles}) for term, needles in NEEDLES.items()}  # one pass per term looked for
 # Matched on the folded request (lower case, one apostrophe): three times faster than ignoring case.
 TERMS: dict[str, re.Pattern[str]] = {
     name: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)") for name, pattern in _TERMS.items()
@@ -301,6 +301,9 @@ class RedFlagCheck:
 
     name: str = "red_flag_unescalated"
 
+    def prepare(self, context: Context) -> None:
+        context.once("red_flags", red_flags)
+
     def __call__(self, text: str, context: Context) -> list[Finding]:
         flags = context.once("red_flags", red_flags)
         if not flags or escalates(text):
@@ -313,7 +316,9 @@ def red_flags(request_text: str) -> list[str]:
     terms = _Terms(request_text)
     found = {flag for term, flag in DIRECT.items() if terms.role(term)}
     for first, second, window, flag in PAIRS:
-        if flag not in found and (near := terms.role(first)) and _near(near, terms.role(second), window):
+        if flag in found or not (near := terms.role(first)):
+            continue
+        if _near(near, terms.role(second, None if window is None else (near, window)), window):
             found.add(flag)
     return [flag for flag in RED_FLAGS if flag in found]
 
@@ -330,30 +335,41 @@ def escalates(answer: str) -> bool:
 
 
 class _Terms:
-    """Where the request holds each term, unnegated; a term is looked for once, and only when asked for."""
+    """Where the request holds each term, unnegated; a term is looked for once, only when asked for, and only
+    when the prefilter says it can occur."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.folded = fold(text)
-        self.possible = TERMS_PREFILTER.possible(self.folded)
-        none = self.possible is not None and not self.possible  # no term can occur: no needle is looked for
-        self.needles = {} if none else TERM_NEEDLES.find(text, self.folded)
+        self.possible = TERMS_PREFILTER.possible(self.folded)  # None: not ASCII, every term can occur
+        self.copy: bytes | None = None  # spaced(folded), made for the first term looked for
         self.found: dict[str, list[int]] = {}
 
-    def role(self, role: str) -> list[int]:
-        """Positions of the terms playing ``role``."""
-        return [position for term in ROLE_TERMS.get(role, (role,)) for position in self.positions(term)]
+    def role(self, role: str, near: tuple[list[int], int] | None = None) -> list[int]:
+        """Positions of the terms playing ``role``; with ``near`` (positions, window): only those at most
+        ``window`` characters from one of ``positions``, and some more."""
+        return [position for term in ROLE_TERMS.get(role, (role,)) for position in self.positions(term, near)]
 
-    def positions(self, term: str) -> list[int]:
+    def positions(self, term: str, near: tuple[list[int], int] | None = None) -> list[int]:
+        if self.possible is not None and term not in self.possible:
+            return []
         found = self.found.get(term)
-        if found is None:
-            can = term in self.needles and (self.possible is None or term in self.possible)
-            found = self.found[term] = list(self._find(term)) if can else []
-        return found
+        if found is not None:
+            return found
+        if self.copy is None:
+            self.copy = spaced(self.folded)
+        needles = TERM_NEEDLES[term].find(self.text, self.folded, self.copy).get(term, [])
+        if near is None:
+            found = self.found[term] = list(self._find(term, needles))
+            return found
+        # A match within the window of a position holds a needle at most TERM_WINDOW[0] characters past its start.
+        others, window = near
+        needles = [n for n in needles if any(a - window <= n <= a + window + TERM_WINDOW[0] for a in others)]
+        return list(self._find(term, needles))
 
-    def _find(self, term: str) -> Iterator[int]:
+    def _find(self, term: str, needles: list[int]) -> Iterator[int]:
         text, pattern = self.text, TERMS[term]
-        for start, end in windows(self.needles[term], len(text), TERM_WINDOW):
+        for start, end in windows(needles, len(text), TERM_WINDOW):
             for m in pattern.finditer(self.folded, start, end):
                 if _counts(term, m) and not NEGATED.search(text, max(0, m.start() - _NEGATION_CHARS), m.start()):
                     yield m.start()

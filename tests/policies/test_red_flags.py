@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-import pytest
+import random
 
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.exchange import Exchange
+from gateway.settings import PoliciesConfig
 from policies.checks.base import Context
 from policies.checks.instructions import fold, windows
 from policies.checks.red_flags import (
+    _NEGATION_CHARS,
+    DIRECT,
     ESCALATION,
     ESCALATION_ACRONYM,
     ESCALATION_NEEDLES,
     ESCALATION_WINDOW,
+    NEGATED,
+    PAIRS,
     RED_FLAGS,
+    ROLE_TERMS,
     TERM_NEEDLES,
     TERM_WINDOW,
     TERMS,
     RedFlagCheck,
+    _counts,
+    _near,
     escalates,
     red_flags,
 )
+from policies.setup import build_engine
+from tests.gateway.test_identifiers import medec_texts
 
 CHECK = RedFlagCheck()
 UNESCALATED = "Rest, drink plenty of fluids and take paracetamol. See how you feel tomorrow."
@@ -171,9 +185,8 @@ def test_empty_request_has_no_red_flag() -> None:
 @pytest.mark.parametrize("text", [case[0] for case in RED_FLAG_REQUESTS] + NO_RED_FLAG_REQUESTS)
 def test_needle_windows_hold_every_term(text: str) -> None:
     folded = fold(text)
-    needles = TERM_NEEDLES.find(text, folded)
     for term, pattern in TERMS.items():
-        spans = list(windows(needles.get(term, []), len(text), TERM_WINDOW))
+        spans = list(windows(TERM_NEEDLES[term].find(text, folded).get(term, []), len(text), TERM_WINDOW))
         for m in pattern.finditer(folded):
             assert any(start <= m.start() and m.end() <= end for start, end in spans), (term, m.group())
 
@@ -185,3 +198,71 @@ def test_needle_windows_hold_every_escalation(answer: str) -> None:
     spans = list(windows(positions, len(answer), ESCALATION_WINDOW))
     for m in [*ESCALATION.finditer(folded), *ESCALATION_ACRONYM.finditer(answer)]:
         assert any(start <= m.start() and m.end() <= end for start, end in spans), m.group()
+
+
+def full_scan_red_flags(text: str) -> list[str]:
+    """red_flags by one pass of every term over the whole request, without prefilter, needles or windows."""
+    folded = fold(text)
+    terms = {
+        term: [m.start() for m in pattern.finditer(folded)
+               if _counts(term, m) and not NEGATED.search(text, max(0, m.start() - _NEGATION_CHARS), m.start())]
+        for term, pattern in TERMS.items()
+    }  # fmt: skip
+
+    def role(name: str) -> list[int]:
+        return [position for term in ROLE_TERMS.get(name, (name,)) for position in terms[term]]
+
+    found = {flag for term, flag in DIRECT.items() if terms[term]}
+    found |= {flag for first, second, window, flag in PAIRS if _near(role(first), role(second), window)}
+    return [flag for flag in RED_FLAGS if flag in found]
+
+
+def test_red_flags_are_found_as_by_a_full_scan() -> None:
+    """Prefilter, needles per term and the second term of a pair looked for only near the first change no
+    result: on the cases here, on MEDEC-MS notes, and on notes with the requests' sentences mixed in far apart."""
+    rng = random.Random(5)
+    cases = [case[0] for case in RED_FLAG_REQUESTS] + NO_RED_FLAG_REQUESTS
+    halves = [part for case in cases for part in case.split(" and ")]  # pairs split apart
+    notes = medec_texts()
+    texts = [*cases, *notes[:200]]
+    for note in notes[:200]:
+        words = note.split(" ")
+        for _ in range(rng.randint(1, 4)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(halves + cases))
+        texts.append(" ".join(words))
+    flagged = 0
+    for text in texts:
+        expected = full_scan_red_flags(text)
+        assert red_flags(text) == expected, text[:200]
+        flagged += bool(expected)
+    assert flagged >= 150  # the mixed notes exercise the pairs
+
+
+@pytest.mark.parametrize("gap", range(180, 221, 4))
+def test_pair_at_the_edge_of_its_window(gap: int) -> None:
+    """The second term's match starts ``gap`` characters after the first's and holds its needle ("arm") well
+    past its start: found exactly when within the pair's 200 characters, as by a full scan."""
+    first = "Chest pain. "
+    text = first + "x" * (gap - len(first) - 1) + " pain down my left arm. Should I rest?"
+    assert text.index("pain down") == gap
+    assert red_flags(text) == full_scan_red_flags(text) == (["chest_pain"] if gap <= 200 else [])
+
+
+def test_the_request_is_read_once_while_waiting_and_not_again_after_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counted(request_text: str) -> list[str]:
+        calls.append(request_text)
+        return red_flags(request_text)
+
+    monkeypatch.setattr("policies.checks.red_flags.red_flags", counted)
+    engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
+    assert engine is not None
+    request = "My mum's face is drooping on one side and her speech is slurred."
+    payload = {"model": "m", "messages": [{"role": "user", "content": request}]}
+    ex = Exchange(request_id="r", operation="chat", tenant="t", model="m", upstream="u", payload=payload)
+    engine.while_waiting(ex)
+    assert calls == [request]
+    engine.after_answer(ex, False, [UNESCALATED])
+    assert calls == [request]
+    assert [(d["rule"], d["detail"]) for d in ex.policy] == [("red-flag-unescalated", {"red_flag": "stroke_signs"})]
