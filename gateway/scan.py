@@ -178,12 +178,13 @@ class Prefilter:
 
     def __init__(self, patterns: dict[str, re.Pattern[str]]) -> None:
         self.keys = list(patterns)
+        self.patterns = patterns
         self.database = hyperscan.Database()
         self.database.compile(
-            expressions=[patterns[key].pattern.encode() for key in self.keys],
+            expressions=[_bytes_pattern(patterns[key].pattern) for key in self.keys],
             ids=list(range(len(self.keys))),
             elements=len(self.keys),
-            flags=[_hyperscan_flags(patterns[key].flags) for key in self.keys],
+            flags=[_hyperscan_flags(patterns[key]) for key in self.keys],
         )
         self._local = threading.local()  # a scan writes to its scratch space: one per thread
 
@@ -200,8 +201,19 @@ class Prefilter:
         return {self.keys[index] for index in found}
 
 
-def _hyperscan_flags(flags: int) -> int:
+_UNICODE_ESCAPE = re.compile(r"(?<!\\)\\u([0-9a-fA-F]{4})")
+
+
+def _bytes_pattern(pattern: str) -> bytes:
+    """The pattern for Hyperscan, which knows no ``\\u`` escape: with the character itself, in UTF-8."""
+    return _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), pattern).encode()
+
+
+def _hyperscan_flags(pattern: re.Pattern[str]) -> int:
+    flags = pattern.flags
     out = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH
+    if not _bytes_pattern(pattern.pattern).isascii():
+        out |= hyperscan.HS_FLAG_UTF8  # a character outside ASCII is one character (an ASCII text is UTF-8)
     if flags & re.IGNORECASE:
         out |= hyperscan.HS_FLAG_CASELESS
     if flags & re.MULTILINE:

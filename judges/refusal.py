@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.scan import Prefilter
 from judges.sample import Result, Sample
 
 OPERATIONS = frozenset({"chat", "text_completion"})
@@ -93,6 +94,9 @@ HELP_CUE = _compile(
 QUOTED = re.compile(r"\"[^\"\n]{0,500}\"|“[^”\n]{0,500}”|^[ \t]*>.*$", re.MULTILINE)
 LIST_ITEM = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+\S", re.MULTILINE)
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+# Most outputs answer: one Hyperscan pass over an ASCII text says whether any refusal rule can match at all.
+PREFILTER = Prefilter({"first_person": FIRST_PERSON, "opening_apology": OPENING_APOLOGY,
+                       **{rule: pattern for rule, (_, pattern) in GATED.items()}, **DEFERRAL})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,8 @@ class Verdict:
 
 def classify(text: str, words: int | None = None) -> Verdict:
     """Labels one output (``words``: its word count, when known). Evidence holds matched phrases only."""
+    if PREFILTER.possible(text) == set():
+        return Verdict("answered")  # no rule can match
     strong = _unquoted(text, _strong_matches(text))
     if strong:
         label = "partial" if _helps(_outside(text, strong)) else "refused"

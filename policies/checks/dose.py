@@ -181,7 +181,7 @@ class _Names:
     def __init__(self, table: DoseTable) -> None:
         self.drugs = {name: drug for drug in table.drugs for name in (drug.name, *drug.synonyms)}
         self.pattern = re.compile(r"(?<![\w-])" + _trie(sorted(self.drugs)) + r"(?![\w-])")
-        # Each name's first word: most answers name no drug of the table, and one Aho-Corasick pass says so.
+        # Each name's first word: most answers name no drug of the table, and one Hyperscan pass says so.
         self.first_words = Needles({"drug": tuple({name.split()[0] for name in self.drugs})})
 
     def named(self, text: str, low: str) -> bool:

@@ -28,9 +28,10 @@ answer), sepsis, cauda equina, testicular torsion, DKA, sudden loss of vision an
 assessment") rather than a patient's words.
 
 The answer is checked as given: on a stream, a rule should apply this check to the complete answer (or hold
-the tail), since the escalation may come last. Speed: each term's pattern runs only in windows around its
-needles (policies.checks.instructions.Needles), on the folded request, and the second term of a pair only
-when the first is there.
+the tail), since the escalation may come last. Speed: a Hyperscan prefilter says which terms can occur at all;
+each of those runs only in windows around its needles (gateway.scan.Needles), on the folded request; the
+second term of a pair is looked for only when the first is there, and only near it. The request's red flags
+are found while the upstream works on the answer (``prepare``, PolicyEngine.while_waiting).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ _TERMS: dict[str, str] = {
     ),
 }
 # Every match of a term holds one of its needles, at most TERM_WINDOW[0] characters from its start; the term's pattern
-# runs only in windows around them (policies.checks.instructions.Needles).
+# runs only in windows around them (gateway.scan.Needles).
 NEEDLES: dict[str, tuple[str, ...]] = {
     "suicidal": ("suicid", "kill", "life", "lives", "end it all", "want", "dead", "no reason", "no point", "self",
                  "myself", "himself", "herself", "themsel"),

@@ -10,9 +10,11 @@ import pytest
 
 from gateway.identifiers import _PATTERNS
 from gateway.scan import Prefilter, fold
+from judges.refusal import PREFILTER as REFUSAL_PREFILTER
 from policies.checks.injection import PATTERNS as INJECTION
 from policies.checks.red_flags import TERMS
 from tests.gateway.test_identifiers import AFTER, PIECES, medec_texts
+from tests.judges.test_refusal import ANSWERS, REFUSALS
 from tests.policies.test_injection import BENIGN, INJECTIONS
 from tests.policies.test_red_flags import (
     ESCALATING_ANSWERS,
@@ -31,18 +33,19 @@ def corpus() -> list[str]:
             words.insert(rng.randrange(len(words) + 1), rng.choice(PIECES) + rng.choice(AFTER))
         texts.append(" ".join(words))
     checks = [case[0] for case in [*INJECTIONS, *RED_FLAG_REQUESTS]]
-    checks += [*BENIGN, *NO_RED_FLAG_REQUESTS, *ESCALATING_ANSWERS, *NOT_ESCALATING_ANSWERS]
+    checks += [*BENIGN, *NO_RED_FLAG_REQUESTS, *ESCALATING_ANSWERS, *NOT_ESCALATING_ANSWERS, *REFUSALS, *ANSWERS]
     return texts + [str(text) for text in checks]
 
 
 IDENTIFIERS = {str(index): pattern.regex for index, pattern in enumerate(_PATTERNS)}
 INJECTION_PATTERNS = {pattern_id: pattern for pattern_id, (_, pattern) in INJECTION.items()}
+REFUSAL_PATTERNS = {key: REFUSAL_PREFILTER.patterns[key] for key in REFUSAL_PREFILTER.keys}
 
 
 @pytest.mark.parametrize(
     ("patterns", "folded"),
-    [(IDENTIFIERS, False), (INJECTION_PATTERNS, False), (TERMS, True)],
-    ids=["identifiers", "injection", "red-flag terms"],
+    [(IDENTIFIERS, False), (INJECTION_PATTERNS, False), (TERMS, True), (REFUSAL_PATTERNS, False)],
+    ids=["identifiers", "injection", "red-flag terms", "refusal rules"],
 )
 def test_a_pattern_that_matches_is_never_ruled_out(patterns: dict[str, re.Pattern[str]], folded: bool) -> None:
     prefilter = Prefilter(patterns)

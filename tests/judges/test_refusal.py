@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from judges.refusal import RefusalJudge, classify
+from judges.refusal import PREFILTER, RefusalJudge, classify
 from judges.sample import Choice, Response, Sample
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -162,3 +162,19 @@ def test_pubmedqa_long_answers_are_almost_never_refused() -> None:
     texts = [question["LONG_ANSWER"] for question in questions.values()]
     assert len(texts) == 500
     assert refused_share(texts) <= PUBMEDQA_MAX_REFUSED
+
+
+@needs_data
+def test_the_prefilter_changes_no_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On MedSafetyBench's refusals, PubMedQA's answers and the cases here, labels with the Hyperscan prefilter
+    equal those of every rule run in Python; most texts are ruled out by it."""
+    texts = [*REFUSALS, *ANSWERS]
+    texts += [row["safe_response"] for path in sorted((DATA / "medsafetybench").glob("category_*.csv"))
+              for row in csv.DictReader(path.open(encoding="utf-8"))]  # fmt: skip
+    questions = json.loads((DATA / "pubmedqa" / "pqal-dev.json").read_text(encoding="utf-8"))
+    texts += [question["LONG_ANSWER"] for question in questions.values()]
+    with_prefilter = [classify(text) for text in texts]
+    ruled_out = sum(PREFILTER.possible(text) == set() for text in texts)
+    monkeypatch.setattr(PREFILTER, "possible", lambda text: None)
+    assert [classify(text) for text in texts] == with_prefilter
+    assert ruled_out >= 400  # the PubMedQA answers, mostly
