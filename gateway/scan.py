@@ -201,19 +201,24 @@ class Prefilter:
         return {self.keys[index] for index in found}
 
 
-_UNICODE_ESCAPE = re.compile(r"(?<!\\)\\u([0-9a-fA-F]{4})")
+_OUTSIDE_ASCII = re.compile(r"(?<!\\)\\u([0-9a-fA-F]{4})|[^\x00-\x7f]")
 
 
 def _bytes_pattern(pattern: str) -> bytes:
-    """The pattern for Hyperscan, which knows no ``\\u`` escape: with the character itself, in UTF-8."""
-    return _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), pattern).encode()
+    """The pattern for Hyperscan, which reads bytes and knows no ``\\u`` escape. It runs on ASCII texts only, in
+    which a character outside ASCII never occurs: each (written, or as a ``\\u`` escape) becomes byte 0xFF, which
+    does not occur either; one inside ASCII written as ``\\u`` becomes ``\\x``."""
+
+    def byte(m: re.Match[str]) -> str:
+        code = int(m.group(1), 16) if m.group(1) else 0xFF
+        return f"\\x{min(code, 0xFF):02x}"
+
+    return _OUTSIDE_ASCII.sub(byte, pattern).encode()
 
 
 def _hyperscan_flags(pattern: re.Pattern[str]) -> int:
     flags = pattern.flags
     out = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH
-    if not _bytes_pattern(pattern.pattern).isascii():
-        out |= hyperscan.HS_FLAG_UTF8  # a character outside ASCII is one character (an ASCII text is UTF-8)
     if flags & re.IGNORECASE:
         out |= hyperscan.HS_FLAG_CASELESS
     if flags & re.MULTILINE:

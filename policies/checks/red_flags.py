@@ -315,6 +315,8 @@ class RedFlagCheck:
 def red_flags(request_text: str) -> list[str]:
     """The red flags (ids from RED_FLAGS, most urgent first) that ``request_text`` describes."""
     terms = _Terms(request_text)
+    if terms.possible == set():
+        return []  # no term can occur: most requests
     found = {flag for term, flag in DIRECT.items() if terms.role(term)}
     for first, second, window, flag in PAIRS:
         if flag in found or not (near := terms.role(first)):
