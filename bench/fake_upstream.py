@@ -16,8 +16,10 @@ surrounding white space), the complete one as its message content, the streamed 
 ``--chunk-words`` words (default 4; each chunk keeps the white space before its first word, so the chunks join
 back into the text), and ``usage.completion_tokens`` is the text's word count.
 
-    python bench/fake_upstream.py --port 9100 [--host 127.0.0.1] [--chunk-delay-ms 0]
+    python bench/fake_upstream.py --port 9100 [--host 127.0.0.1] [--chunk-delay-ms 0] [--answer-delay-ms 0]
         [--answer-file answer.txt] [--chunk-words 4]
+
+``--answer-delay-ms`` holds a complete (non-streamed) answer back that long, as a model takes time to write one.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ STREAM_HEAD = (
 
 class UpstreamProtocol(asyncio.Protocol):
     chunk_delay = 0.0
+    answer_delay = 0.0
 
     def __init__(self) -> None:
         self.buf = b""
@@ -213,12 +216,27 @@ class UpstreamProtocol(asyncio.Protocol):
                 asyncio.get_running_loop().create_task(self._slow_stream(events, close))
                 return False
             self.transport.write(STREAM_HEAD + b"".join(_http_chunk(e) for e in events) + b"0\r\n\r\n")
+        elif self.answer_delay > 0:
+            self.busy = True
+            asyncio.get_running_loop().call_later(self.answer_delay, self._late_answer, close)
+            return False
         else:
             self.transport.write(RESP_COMPLETION)
         if close:
             self.transport.close()
             return False
         return True
+
+    def _late_answer(self, close: bool) -> None:
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return
+        self.transport.write(RESP_COMPLETION)
+        self.busy = False
+        if close:
+            self.transport.close()
+        elif self.buf:
+            self._process()
 
     async def _slow_stream(self, events: list[bytes], close: bool) -> None:
         assert self.transport is not None
@@ -264,6 +282,7 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9100)
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause before each SSE event")
+    p.add_argument("--answer-delay-ms", type=float, default=0.0, help="pause before a complete (non-streamed) answer")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     p.add_argument(
         "--answer-file",
@@ -275,6 +294,7 @@ def main() -> None:
     p.add_argument("--chunk-words", type=int, default=4, help="words per streamed chunk of --answer-file (default 4)")
     a = p.parse_args()
     UpstreamProtocol.chunk_delay = a.chunk_delay_ms / 1000.0
+    UpstreamProtocol.answer_delay = a.answer_delay_ms / 1000.0
     if a.answer_file:
         use_answer(Path(a.answer_file).read_text(encoding="utf-8"), a.chunk_words)
     if not a.no_uvloop:

@@ -394,6 +394,8 @@ def start_upstream(py: str, port: int, cpus: str | None, args: argparse.Namespac
         cmd += ["--answer-file", str(Path(args.answer_file).resolve()), "--chunk-words", str(args.chunk_words)]
     if args.chunk_delay_ms:
         cmd += ["--chunk-delay-ms", str(args.chunk_delay_ms)]
+    if args.answer_delay_ms:
+        cmd += ["--answer-delay-ms", str(args.answer_delay_ms)]
     return spawn("fake-upstream", cmd, cpus)
 
 
@@ -989,7 +991,8 @@ def build_report(
         "Added p50 = setup p50 minus a direct serial p50 measured just before it (in brackets). "
         "Stream p50 = serial, time to the complete SSE response (`stream: true`), added over direct in brackets."
         + (f" Request body: {args.body_note}." if args.body_note else "")
-        + (f" Fake upstream's answer: {rel(Path(args.answer_file))}." if args.answer_file else ""),
+        + (f" Fake upstream's answer: {rel(Path(args.answer_file))}." if args.answer_file else "")
+        + (f" It holds a complete answer back {args.answer_delay_ms:g} ms." if args.answer_delay_ms else ""),
         "",
         f"| setup | serial p50 | serial p99 | added p50 vs direct | stream p50 | stream p99 | "
         f"req/s @{args.connections} conns | RSS | targets |",
@@ -1171,6 +1174,14 @@ def main() -> int:
         default=0.0,
         metavar="MS",
         help="the fake upstream waits this long before each streamed chunk (default 0)",
+    )
+    p.add_argument(
+        "--answer-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="the fake upstream waits this long before a complete (non-streamed) answer, as a model takes time to "
+        "write one (default 0)",
     )
     p.add_argument(
         "--first-content",

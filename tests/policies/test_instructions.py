@@ -224,3 +224,9 @@ def test_folding_keeps_offsets() -> None:
     text = "\u0130stanbul: Don\u2019t\u00a0stop"
     assert len(fold(text)) == len(text)
     assert fold(text).endswith("don't stop")
+
+
+def test_folding_an_ascii_text_lowers_it_and_turns_tabs_into_spaces() -> None:
+    text = "Stop\tTaking WARFARIN; don't\tdouble it."
+    assert fold(text) == "stop taking warfarin; don't double it."
+    assert fold(text + "\u2019") == "stop taking warfarin; don't double it.'"
