@@ -227,7 +227,6 @@ TERM_NEEDLES = {term: Needles({term: needles}) for term, needles in NEEDLES.item
 TERMS: dict[str, re.Pattern[str]] = {
     name: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)") for name, pattern in _TERMS.items()
 }
-TERMS_PREFILTER = Prefilter(TERMS)  # which terms can occur at all: most requests hold few
 # A role and the terms that play it (each term plays itself): fainting counts with chest pain and in pregnancy.
 ROLE_TERMS: dict[str, tuple[str, ...]] = {
     "cardiac": ("cardiac", "fainted"),
@@ -255,6 +254,9 @@ PAIRS: tuple[tuple[str, str, int | None, str], ...] = (
     ("pregnant", "pregnancy_symptom", None, "pregnancy_emergency"),
     ("infant", "fever", 400, "infant_fever"),
 )
+# Which of the terms a red flag starts from (a direct one, or the first of a pair) can occur at all: most requests
+# hold none. The second terms of pairs are looked for only near a first, so need no prefilter.
+TERMS_PREFILTER = Prefilter({term: TERMS[term] for term in [*DIRECT, *(pair[0] for pair in PAIRS)]})
 _WORD = r"[\w\x27\u2019]+(?:[-/][\w\x27\u2019]+)*"
 _TERMINATOR = r"(?:but|however|although|though|yet|now|and|still|except|apart|aside|which|who|so|because|since)\b"
 _NEGATION_CHARS = 60
@@ -264,6 +266,13 @@ NEGATED = _compile(
     r"(?!\s+(?:know|sure|certain|think|tell|understand|remember|care|only|just|doubt|idea|matter|stop|better"
     rf"|improv\w*)\b)\s+(?:(?!{_TERMINATOR}){_WORD}\s+){{0,4}}$"
 )
+# The words NEGATED opens with (and "h" of "h/o"): without one of them (or "n't") before a term, NEGATED cannot
+# match there, and one set lookup per word says so.
+_NEGATION_WORDS = frozenset(
+    ("no", "not", "never", "denies", "denied", "deny", "denying", "without", "nor", "none", "negative", "free",
+     "absence", "ruled", "history", "hx", "h")
+)  # fmt: skip
+_LOWER_WORD = re.compile(r"[a-z]+")
 _NUMBERS = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
 _NUMBERS |= {"nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30}
 _UNDER_3_MONTHS = {"day": 90, "week": 12, "month": 2}  # the most of each unit that is still under 3 months
@@ -354,7 +363,7 @@ class _Terms:
         return [position for term in ROLE_TERMS.get(role, (role,)) for position in self.positions(term, near)]
 
     def positions(self, term: str, near: tuple[list[int], int] | None = None) -> list[int]:
-        if self.possible is not None and term not in self.possible:
+        if self.possible is not None and term in TERMS_PREFILTER.patterns and term not in self.possible:
             return []
         found = self.found.get(term)
         if found is not None:
@@ -374,8 +383,16 @@ class _Terms:
         text, pattern = self.text, TERMS[term]
         for start, end in windows(needles, len(text), TERM_WINDOW):
             for m in pattern.finditer(self.folded, start, end):
-                if _counts(term, m) and not NEGATED.search(text, max(0, m.start() - _NEGATION_CHARS), m.start()):
+                if _counts(term, m) and not self._negated(m.start()):
                     yield m.start()
+
+    def _negated(self, position: int) -> bool:
+        """Whether a negation just before ``position`` ("no", "denies", "without", "history of") undoes the term."""
+        start = max(0, position - _NEGATION_CHARS)
+        before = self.folded[start:position]
+        if "n't" not in before and _NEGATION_WORDS.isdisjoint(_LOWER_WORD.findall(before)):
+            return False
+        return NEGATED.search(self.text, start, position) is not None
 
 
 def _counts(term: str, m: re.Match[str]) -> bool:
