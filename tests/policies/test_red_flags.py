@@ -266,3 +266,17 @@ def test_the_request_is_read_once_while_waiting_and_not_again_after_the_answer(m
     engine.after_answer(ex, False, [UNESCALATED])
     assert calls == [request]
     assert [(d["rule"], d["detail"]) for d in ex.policy] == [("red-flag-unescalated", {"red_flag": "stroke_signs"})]
+
+
+@pytest.mark.parametrize(
+    ("request_text", "flag"),
+    [
+        ("I can\u2019t breathe and my lips are turning blue.", "breathing_difficulty"),
+        ("Caf\u00e9 owner, 58: crushing chest pain and I\u2019m sweating.", "chest_pain"),
+        ("My mum\u2019s face is drooping and she\u00a0can\u2019t lift her arm.", "stroke_signs"),
+    ],
+)
+def test_a_text_outside_ascii_is_read_without_the_prefilter(request_text: str, flag: str) -> None:
+    assert not request_text.isascii()
+    assert red_flags(request_text)[:1] == [flag] == full_scan_red_flags(request_text)[:1]
+    assert CHECK(UNESCALATED, Context(request_text)) != []
