@@ -143,7 +143,7 @@ def main() -> int:
         rows.append((f"`{name}`", f"answer ({len(answer):,} chars)", timed(check_on(name, answer))))
     injection_us = best_us(lambda: checks["prompt_injection"](request_text, Context(request_text)), args.repeat)
     rows.append(("`prompt_injection`", f"request ({len(request_text):,} chars)", injection_us))
-    request_us = best_us(lambda: engine.on_request(exchange(payload), payload), args.repeat)
+    request_us = best_us(lambda: engine.on_request(exchange(payload)), args.repeat)
     rows.append(("request stage: `on_request`", "request", request_us))
     response = timed(lambda pl: engine.on_response(exchange(pl), completion, orjson.loads(completion)))
     rows.append(("response stage: `on_response`", f"JSON body ({len(completion):,} bytes)", response))

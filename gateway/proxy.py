@@ -56,7 +56,7 @@ class Proxy:
         if self.policies is not None:
             targets = self._apply_model_state(exchange, targets)
             if exchange.operation != "embeddings":
-                self.policies.on_request(exchange, payload)
+                self.policies.on_request(exchange)
         call = Call(request.path.removeprefix("/v1"), request.body, payload, stream, exchange.request_id,
                     request.headers, request.authorization)  # fmt: skip
         if not self.tracing.enabled:

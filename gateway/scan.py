@@ -126,13 +126,7 @@ class _Literals:
     """Every occurrence of a set of byte strings, by one Hyperscan pass."""
 
     def __init__(self, literals: list[str]) -> None:
-        self.database = hyperscan.Database()
-        self.database.compile(
-            expressions=[re.escape(literal).encode() for literal in literals],
-            ids=list(range(len(literals))),
-            elements=len(literals),
-            flags=[0] * len(literals),
-        )
+        self.database = _database([re.escape(literal).encode() for literal in literals], [0] * len(literals))
         self._local = threading.local()  # a scan writes to its scratch space: one per thread
 
     def scan(self, data: bytes) -> list[tuple[int, int]]:
@@ -145,6 +139,13 @@ class _Literals:
 
         self.database.scan(data, match_event_handler=hit, scratch=_scratch(self._local, self.database))
         return found
+
+
+def _database(expressions: list[bytes], flags: list[int]) -> hyperscan.Database:
+    """A block-mode database of ``expressions``, each reported by its index."""
+    database = hyperscan.Database()
+    database.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions), flags=flags)
+    return database
 
 
 def _scratch(local: threading.local, database: hyperscan.Database) -> hyperscan.Scratch:
@@ -181,13 +182,8 @@ class Prefilter:
     def __init__(self, patterns: dict[str, re.Pattern[str]]) -> None:
         self.keys = list(patterns)
         self.patterns = patterns
-        self.database = hyperscan.Database()
-        self.database.compile(
-            expressions=[_bytes_pattern(patterns[key].pattern) for key in self.keys],
-            ids=list(range(len(self.keys))),
-            elements=len(self.keys),
-            flags=[_hyperscan_flags(patterns[key]) for key in self.keys],
-        )
+        self.database = _database([_bytes_pattern(patterns[key].pattern) for key in self.keys],
+                                  [_hyperscan_flags(patterns[key]) for key in self.keys])  # fmt: skip
         self._local = threading.local()  # a scan writes to its scratch space: one per thread
 
     def possible(self, text: str) -> set[str] | None:

@@ -107,12 +107,12 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------------------------------ request
 
-    def on_request(self, ex: Exchange, payload: dict[str, Any]) -> None:
+    def on_request(self, ex: Exchange) -> None:
         """Enforced request-stage blocks on the caller's own words: raises PolicyBlocked."""
         bound = [b for b in self.rules(ex, "request", None) if _acts(b)]
         if not bound:
             return
-        context = self.context(ex, payload)
+        context = self.context(ex)
         for b in bound:
             assert b.check is not None
             findings = b.check(context.request_text, context)
@@ -178,6 +178,8 @@ class PolicyEngine:
         """While the upstream works on the answer: the request stage's flag, allow and shadow rules on the
         caller's words, and what the answer's rules derive from the request alone (``prepare``), so that after
         the answer only the answer is left to read."""
+        if ex.policy_asked:
+            return  # the answer came first: ``after_answer`` has read what it needed
         self._asked(ex)
         for b in self.rules(ex, "stream" if ex.stream else "response", ex.upstream):
             prepare = getattr(b.check, "prepare", None)
@@ -212,11 +214,11 @@ class PolicyEngine:
                 for finding in b.check(context.request_text, context)[:1]:
                     self._decide(ex, b, "request", finding)
 
-    def context(self, ex: Exchange, payload: dict[str, Any] | None = None) -> Context:
+    def context(self, ex: Exchange) -> Context:
         """The exchange's Context, built once: what checks derive from the request is shared by its stages."""
         context = ex.policy_context
         if not isinstance(context, Context):
-            context = ex.policy_context = context_of(payload if payload is not None else ex.payload or {})
+            context = ex.policy_context = context_of(ex.payload or {})
         return context
 
     # ------------------------------------------------------------------------------------------ records

@@ -39,7 +39,7 @@ def corpus() -> list[str]:
 
 IDENTIFIERS = {str(index): pattern.regex for index, pattern in enumerate(_PATTERNS)}
 INJECTION_PATTERNS = {pattern_id: pattern for pattern_id, (_, pattern) in INJECTION.items()}
-REFUSAL_PATTERNS = {key: REFUSAL_PREFILTER.patterns[key] for key in REFUSAL_PREFILTER.keys}
+REFUSAL_PATTERNS = dict(REFUSAL_PREFILTER.patterns)
 
 
 @pytest.mark.parametrize(

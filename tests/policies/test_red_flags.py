@@ -248,24 +248,45 @@ def test_pair_at_the_edge_of_its_window(gap: int) -> None:
     assert red_flags(text) == full_scan_red_flags(text) == (["chest_pain"] if gap <= 200 else [])
 
 
-def test_the_request_is_read_once_while_waiting_and_not_again_after_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+STROKE_REQUEST = "My mum's face is drooping on one side and her speech is slurred."
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The request texts red_flags is computed for."""
     calls: list[str] = []
 
-    def counted(request_text: str) -> list[str]:
+    def counting(request_text: str) -> list[str]:
         calls.append(request_text)
         return red_flags(request_text)
 
-    monkeypatch.setattr("policies.checks.red_flags.red_flags", counted)
+    monkeypatch.setattr("policies.checks.red_flags.red_flags", counting)
+    return calls
+
+
+def stroke_exchange() -> Exchange:
+    payload = {"model": "m", "messages": [{"role": "user", "content": STROKE_REQUEST}]}
+    return Exchange(request_id="r", operation="chat", tenant="t", model="m", upstream="u", payload=payload)
+
+
+def test_the_request_is_read_once_while_waiting_and_not_again_after_the_answer(counted: list[str]) -> None:
     engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
     assert engine is not None
-    request = "My mum's face is drooping on one side and her speech is slurred."
-    payload = {"model": "m", "messages": [{"role": "user", "content": request}]}
-    ex = Exchange(request_id="r", operation="chat", tenant="t", model="m", upstream="u", payload=payload)
+    ex = stroke_exchange()
     engine.while_waiting(ex)
-    assert calls == [request]
+    assert counted == [STROKE_REQUEST]
     engine.after_answer(ex, False, [UNESCALATED])
-    assert calls == [request]
+    assert counted == [STROKE_REQUEST]
     assert [(d["rule"], d["detail"]) for d in ex.policy] == [("red-flag-unescalated", {"red_flag": "stroke_signs"})]
+
+
+def test_waiting_that_comes_after_the_answer_does_nothing(counted: list[str]) -> None:
+    engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
+    assert engine is not None
+    ex = stroke_exchange()
+    engine.after_answer(ex, False, [])  # the upstream failed before the loop came round to while_waiting
+    engine.while_waiting(ex)
+    assert counted == [] and ex.policy == []
 
 
 @pytest.mark.parametrize(
