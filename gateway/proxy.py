@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -91,9 +92,8 @@ class Proxy:
     async def _answer(self, call: Call, targets: list[Target], request: Request, send: Send, ex: Exchange) -> None:
         watch = ClientWatch(request.receive)
         if self.policies is not None and ex.operation != "embeddings":
-            # Two turns of the loop on, the request is on its way (aiohttp writes a body in a task of its own).
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._while_waiting, ex)
+            # Once the request has gone upstream, at the loop's next turn: while the upstream works on the answer.
+            call.on_sent = partial(asyncio.get_running_loop().call_soon, self._while_waiting, ex)
         try:
             outcome = await self._forward(call, targets, ex)
             reply = outcome.reply

@@ -255,8 +255,10 @@ PAIRS: tuple[tuple[str, str, int | None, str], ...] = (
     ("infant", "fever", 400, "infant_fever"),
 )
 # Which of the terms a red flag starts from (a direct one, or the first of a pair) can occur at all: most requests
-# hold none. The second terms of pairs are looked for only near a first, so need no prefilter.
+# hold none. The second terms of pairs are looked for only near a first: NEAR_PREFILTER says which can occur
+# there, in the region of the request within reach of the first (most first terms have no second beside them).
 TERMS_PREFILTER = Prefilter({term: TERMS[term] for term in [*DIRECT, *(pair[0] for pair in PAIRS)]})
+NEAR_PREFILTER = Prefilter({term: TERMS[term] for pair in PAIRS for term in ROLE_TERMS.get(pair[1], (pair[1],))})
 _WORD = r"[\w\x27\u2019]+(?:[-/][\w\x27\u2019]+)*"
 _TERMINATOR = r"(?:but|however|although|though|yet|now|and|still|except|apart|aside|which|who|so|because|since)\b"
 _NEGATION_CHARS = 60
@@ -360,7 +362,24 @@ class _Terms:
     def role(self, role: str, near: tuple[list[int], int] | None = None) -> list[int]:
         """Positions of the terms playing ``role``; with ``near`` (positions, window): only those at most
         ``window`` characters from one of ``positions``, and some more."""
-        return [position for term in ROLE_TERMS.get(role, (role,)) for position in self.positions(term, near)]
+        terms = ROLE_TERMS.get(role, (role,))
+        if near is not None and (nearby := self._possible_near(*near)) is not None:
+            terms = tuple(term for term in terms if term in nearby)
+        return [position for term in terms for position in self.positions(term, near)]
+
+    def _possible_near(self, others: list[int], window: int) -> set[str] | None:
+        """The second terms NEAR_PREFILTER says can occur within ``window`` characters of one of ``others``
+        (None: a region outside ASCII, any can). A match there starts at most ``window`` characters from one,
+        and ends at most TERM_WINDOW[0] + TERM_WINDOW[1] characters after its start (it holds a needle at most
+        the first past its start, and ends at most the second past that needle)."""
+        possible: set[str] = set()
+        reach = (window, window + TERM_WINDOW[0] + TERM_WINDOW[1])
+        for start, end in windows(sorted(others), len(self.folded), reach):
+            found = NEAR_PREFILTER.possible(self.folded[start:end])
+            if found is None:
+                return None
+            possible |= found
+        return possible
 
     def positions(self, term: str, near: tuple[list[int], int] | None = None) -> list[int]:
         if self.possible is not None and term in TERMS_PREFILTER.patterns and term not in self.possible:

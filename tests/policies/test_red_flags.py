@@ -248,6 +248,16 @@ def test_pair_at_the_edge_of_its_window(gap: int) -> None:
     assert red_flags(text) == full_scan_red_flags(text) == (["chest_pain"] if gap <= 200 else [])
 
 
+@pytest.mark.parametrize("gap", range(180, 221, 4))
+def test_pair_at_the_edge_of_its_window_before_the_first(gap: int) -> None:
+    """The second term's match starts ``gap`` characters before the first's: found exactly when within the
+    pair's 200 characters (the region read for the second term reaches as far back as the window)."""
+    second = "Pain down my left arm. "
+    text = second + "x" * (gap - len(second) - 1) + " chest pain. Should I rest?"
+    assert text.index("chest pain") == gap
+    assert red_flags(text) == full_scan_red_flags(text) == (["chest_pain"] if gap <= 200 else [])
+
+
 STROKE_REQUEST = "My mum's face is drooping on one side and her speech is slurred."
 
 
