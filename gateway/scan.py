@@ -37,6 +37,8 @@ def spaced(folded: str) -> bytes:
 
 
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")  # what the spaced copy keeps
+FEW = 2  # at most this many needles (of letters and digits) are looked for by str.find rather than Hyperscan
 
 
 def fold(text: str) -> str:
@@ -64,7 +66,9 @@ class Needles:
     reported, so common short needles ("ate", "old") cost nothing inside other words; one written otherwise
     ("Mr", "A&E") is then checked as written. The copy turns a lower-case needle's own punctuation into spaces
     ("epi-pen" is looked for as "epi pen"), so it may report a few places the needle is not: windows around them
-    only cost a pattern pass, never a miss. The few others ("°", "38", "1-800") are looked for one by one.
+    only cost a pattern pass, never a miss. The few others ("°", "38", "1-800") are looked for one by one, and so
+    are at most FEW needles of lower-case letters and digits when they are all there is ("chest"): then with
+    str.find on the folded text, at the same word beginnings, without the copy.
     """
 
     def __init__(self, needles: dict[str, tuple[str, ...]]) -> None:
@@ -84,11 +88,23 @@ class Needles:
             else:
                 self.other.append((word, as_written, tuple(sorted(keys))))
         self.entries = [(len(entry), tuple(forms)) for entry, forms in spaced_entries.items()]
-        self.literals = _Literals(list(spaced_entries)) if spaced_entries else None
+        # One or two needles of letters and digits alone, in lower case: a find on the folded text costs less than
+        # making the copy and a Hyperscan pass ("chest").
+        few = len(spaced_entries) <= FEW and all(
+            entry[1:].isalnum() and entry.isascii() and forms == [(None, forms[0][1])]
+            for entry, forms in spaced_entries.items()
+        )
+        self.plain = [(entry[1:], forms[0][1]) for entry, forms in spaced_entries.items()] if few else []
+        self.literals = _Literals(list(spaced_entries)) if spaced_entries and not few else None
+
+    @property
+    def reads_copy(self) -> bool:
+        """Whether ``find`` reads ``spaced(folded)`` (and makes it, unless given)."""
+        return self.literals is not None
 
     def find(self, text: str, folded: str, copy: bytes | None = None) -> dict[str, list[int]]:
         """key -> where its needles occur, in text order. ``copy``: ``spaced(folded)``, when the caller has it."""
-        hits = self._spaced_hits(text, folded, copy) + self._other_hits(text, folded)
+        hits = self._spaced_hits(text, folded, copy) + self._plain_hits(folded) + self._other_hits(text, folded)
         found: dict[str, list[int]] = {}
         hits.sort(key=lambda hit: hit[0])
         for position, keys in hits:
@@ -108,6 +124,16 @@ class Needles:
             for written, keys in forms:
                 if written is None or text.startswith(written, start):
                     hits.append((start, keys))
+        return hits
+
+    def _plain_hits(self, folded: str) -> list[tuple[int, tuple[str, ...]]]:
+        hits: list[tuple[int, tuple[str, ...]]] = []
+        for word, keys in self.plain:
+            start = folded.find(word)
+            while start >= 0:
+                if start == 0 or folded[start - 1] not in _ALNUM:
+                    hits.append((start, keys))
+                start = folded.find(word, start + 1)
         return hits
 
     def _other_hits(self, text: str, folded: str) -> list[tuple[int, tuple[str, ...]]]:

@@ -328,7 +328,7 @@ def red_flags(request_text: str) -> list[str]:
     terms = _Terms(request_text)
     if terms.possible == set():
         return []  # no term can occur: most requests
-    found = {flag for term, flag in DIRECT.items() if terms.role(term)}
+    found = {flag for term, flag in DIRECT.items() if terms.could_be(term) and terms.role(term)}
     for first, second, window, flag in PAIRS:
         if flag in found or not (near := terms.role(first)):
             continue
@@ -356,7 +356,7 @@ class _Terms:
         self.text = text
         self.folded = fold(text)
         self.possible = TERMS_PREFILTER.possible(self.folded)  # None: not ASCII, every term can occur
-        self.copy: bytes | None = None  # spaced(folded), made for the first term looked for
+        self.copy: bytes | None = None  # spaced(folded), made for the first term whose needles need it
         self.found: dict[str, list[int]] = {}
 
     def role(self, role: str, near: tuple[list[int], int] | None = None) -> list[int]:
@@ -381,13 +381,17 @@ class _Terms:
             possible |= found
         return possible
 
+    def could_be(self, term: str) -> bool:
+        """False when the prefilter rules ``term`` out."""
+        return self.possible is None or term not in TERMS_PREFILTER.patterns or term in self.possible
+
     def positions(self, term: str, near: tuple[list[int], int] | None = None) -> list[int]:
-        if self.possible is not None and term in TERMS_PREFILTER.patterns and term not in self.possible:
+        if not self.could_be(term):
             return []
         found = self.found.get(term)
         if found is not None:
             return found
-        if self.copy is None:
+        if self.copy is None and TERM_NEEDLES[term].reads_copy:
             self.copy = spaced(self.folded)
         needles = TERM_NEEDLES[term].find(self.text, self.folded, self.copy).get(term, [])
         if near is None:

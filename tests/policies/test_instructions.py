@@ -214,6 +214,24 @@ def test_needles_are_found_at_word_starts_also_inside_longer_ones() -> None:
     assert found == {"tab": [0], "tablet": [0], "all": [9], "it": [13], "ate": [27]}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Chest pain",
+        "3chest 3 chest",
+        "x-chest,chest;(chest) chestchest",
+        "\u00e9chest caf\u00e9 headache",
+        "HEADACHE\theadaches\u00a0headache",
+        "headach chest",
+    ],
+)
+def test_one_or_two_needles_are_found_by_find_as_by_the_hyperscan_pass(text: str) -> None:
+    few = Needles({"chest": ("chest",), "headache": ("headache",)})
+    many = Needles({"chest": ("chest",), "headache": ("headache",), "never": ("zzqx",)})
+    assert few.plain and not few.reads_copy and many.reads_copy
+    assert few.find(text, fold(text)) == many.find(text, fold(text))
+
+
 def test_needles_in_upper_case_are_found_as_written() -> None:
     needles = Needles({"dan": ("DAN",)})
     text = "Dan and DAN, DANGER"
