@@ -203,28 +203,65 @@ class Prefilter:
     the text's bytes: a few microseconds for a page, where trying each expression in Python costs tens. A pattern
     it leaves out cannot match, so it need not run. Only for ASCII text, where the bytes' offsets and the
     expressions' classes (digits, word characters, case) are the same as Python's; ``possible`` is None otherwise.
+
+    Prefilters made with one ``group`` share its database: ``group.scan(text)`` answers for all of them in one
+    pass, and ``of`` reads one's answer from it.
     """
 
-    def __init__(self, patterns: dict[str, re.Pattern[str]]) -> None:
+    def __init__(self, patterns: dict[str, re.Pattern[str]], group: PrefilterGroup | None = None) -> None:
         self.keys = list(patterns)
         self.patterns = patterns
-        self.database = _database([_bytes_pattern(patterns[key].pattern) for key in self.keys],
-                                  [_hyperscan_flags(patterns[key]) for key in self.keys])  # fmt: skip
-        self._local = threading.local()  # a scan writes to its scratch space: one per thread
+        self.group = PrefilterGroup() if group is None else group
+        self._member = self.group.add(self)
 
     def possible(self, text: str) -> set[str] | None:
+        return self.of(self.group.scan(text))
+
+    def of(self, found: list[set[str]] | None) -> set[str] | None:
+        """This prefilter's answer from its group's ``scan``."""
+        return None if found is None else found[self._member]
+
+
+class PrefilterGroup:
+    """Prefilters compiled into one Hyperscan database (again as each joins, when their modules are imported).
+    ``folded``: the texts scanned are folded (``fold``: lower case, tabs as spaces), so every pattern, case-sensitive
+    parts (``(?-i:AI)``) included, is matched without case."""
+
+    def __init__(self, folded: bool = False) -> None:
+        self.members: list[Prefilter] = []
+        self.folded = folded
+
+    def add(self, member: Prefilter) -> int:
+        """Compiles the group with ``member`` in it; returns its index."""
+        self.members.append(member)
+        patterns = [(index, key, m.patterns[key]) for index, m in enumerate(self.members) for key in m.keys]
+        self._owners = [(index, key) for index, key, _ in patterns]
+        expressions = [pattern.pattern for _, _, pattern in patterns]
+        flags = [_hyperscan_flags(pattern) for _, _, pattern in patterns]
+        if self.folded:
+            expressions = [_CASE_SENSITIVE.sub("(?:", expression) for expression in expressions]
+            flags = [flag | hyperscan.HS_FLAG_CASELESS for flag in flags]
+        self.database = _database([_bytes_pattern(expression) for expression in expressions], flags)
+        self._local = threading.local()  # a scan writes to its scratch space: one per thread
+        return len(self.members) - 1
+
+    def scan(self, text: str) -> list[set[str]] | None:
+        """Per member, the keys of its patterns that may match in ``text``; None when it is not ASCII."""
         if not text.isascii():
             return None
-        found: set[int] = set()
+        found: list[set[str]] = [set() for _ in self.members]
+        owners = self._owners
 
         def hit(index: int, start: int, end: int, flags: int, context: object) -> bool:
-            found.add(index)
+            member, key = owners[index]
+            found[member].add(key)
             return False  # go on: the other patterns
 
         self.database.scan(text.encode(), match_event_handler=hit, scratch=_scratch(self._local, self.database))
-        return {self.keys[index] for index in found}
+        return found
 
 
+_CASE_SENSITIVE = re.compile(r"(?<!\\)\(\?-i:")
 _OUTSIDE_ASCII = re.compile(r"(?<!\\)\\u([0-9a-fA-F]{4})|[^\x00-\x7f]")
 
 

@@ -6,7 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from gateway.scan import Prefilter, PrefilterGroup, fold
+
 T = TypeVar("T")
+
+# The prefilters of the checks that read the request (prompt injection, the red-flag terms), compiled into one
+# database: one Hyperscan pass over the folded request serves them all.
+REQUEST_PREFILTERS = PrefilterGroup(folded=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,16 @@ class Context:
             self.derived[key] = compute(self.request_text)
         value: T = self.derived[key]
         return value
+
+    @property
+    def folded(self) -> str:
+        """``fold(request_text)``, once."""
+        return self.once("folded", fold)
+
+    def request_possible(self, prefilter: Prefilter) -> set[str] | None:
+        """``prefilter.possible(self.folded)`` for a prefilter of REQUEST_PREFILTERS, from one pass of the whole
+        group over the folded request per exchange."""
+        return prefilter.of(self.once("request_prefilters", lambda _: REQUEST_PREFILTERS.scan(self.folded)))
 
 
 class Check(Protocol):

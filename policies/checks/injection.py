@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 
 from gateway.scan import Needles, Prefilter, fold, windows
-from policies.checks.base import Context, Finding
+from policies.checks.base import REQUEST_PREFILTERS, Context, Finding
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -242,7 +242,8 @@ PATTERNS: dict[str, tuple[tuple[str, ...], re.Pattern[str]]] = {
     ),
 }
 NEEDLES = Needles({pattern_id: needles for pattern_id, (needles, _) in PATTERNS.items()})
-PREFILTER = Prefilter({pattern_id: pattern for pattern_id, (_, pattern) in PATTERNS.items()})
+# On the folded text (every pattern ignores case), in one pass with the red-flag terms (REQUEST_PREFILTERS).
+PREFILTER = Prefilter({pattern_id: pattern for pattern_id, (_, pattern) in PATTERNS.items()}, REQUEST_PREFILTERS)
 # Characters before and after a needle that a match can reach; the second leaves room for the lookaheads that
 # read up to 120 characters past "new instructions:".
 PATTERN_WINDOW = (80, 220)
@@ -255,10 +256,14 @@ class PromptInjectionCheck:
     name: str = "prompt_injection"
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
-        possible = PREFILTER.possible(text)
+        if text is context.request_text:  # the request stage: one pass with the red-flag terms
+            folded, possible = context.folded, context.request_possible(PREFILTER)
+        else:
+            folded = fold(text)
+            possible = PREFILTER.possible(folded)
         if possible is not None and not possible:
             return []  # no pattern can match anywhere: most requests
-        needles = NEEDLES.find(text, fold(text))
+        needles = NEEDLES.find(text, folded)
         found = [
             (m.start(), m.end(), pattern_id)
             for pattern_id, positions in needles.items()

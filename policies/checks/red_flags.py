@@ -40,7 +40,7 @@ import re
 from collections.abc import Iterator
 
 from gateway.scan import Needles, Prefilter, fold, spaced, windows
-from policies.checks.base import Context, Finding
+from policies.checks.base import REQUEST_PREFILTERS, Context, Finding
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -257,7 +257,7 @@ PAIRS: tuple[tuple[str, str, int | None, str], ...] = (
 # Which of the terms a red flag starts from (a direct one, or the first of a pair) can occur at all: most requests
 # hold none. The second terms of pairs are looked for only near a first: NEAR_PREFILTER says which can occur
 # there, in the region of the request within reach of the first (most first terms have no second beside them).
-TERMS_PREFILTER = Prefilter({term: TERMS[term] for term in [*DIRECT, *(pair[0] for pair in PAIRS)]})
+TERMS_PREFILTER = Prefilter({term: TERMS[term] for term in [*DIRECT, *(pair[0] for pair in PAIRS)]}, REQUEST_PREFILTERS)
 NEAR_PREFILTER = Prefilter({term: TERMS[term] for pair in PAIRS for term in ROLE_TERMS.get(pair[1], (pair[1],))})
 _WORD = r"[\w\x27\u2019]+(?:[-/][\w\x27\u2019]+)*"
 _TERMINATOR = r"(?:but|however|although|though|yet|now|and|still|except|apart|aside|which|who|so|because|since)\b"
@@ -314,18 +314,20 @@ class RedFlagCheck:
     name: str = "red_flag_unescalated"
 
     def prepare(self, context: Context) -> None:
-        context.once("red_flags", red_flags)
+        context.once("red_flags", lambda request_text: red_flags(request_text, context))
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
-        flags = context.once("red_flags", red_flags)
+        flags = context.once("red_flags", lambda request_text: red_flags(request_text, context))
         if not flags or escalates(text):
             return []
         return [Finding(self.name, 0, len(text), {"red_flag": flags[0]})]
 
 
-def red_flags(request_text: str) -> list[str]:
-    """The red flags (ids from RED_FLAGS, most urgent first) that ``request_text`` describes."""
-    terms = _Terms(request_text)
+def red_flags(request_text: str, context: Context | None = None) -> list[str]:
+    """The red flags (ids from RED_FLAGS, most urgent first) that ``request_text`` describes. ``context``: the
+    exchange's, whose request this is: its folded text and prefilter pass (REQUEST_PREFILTERS) are shared with
+    the other checks that read the request."""
+    terms = _Terms(request_text, context)
     if terms.possible == set():
         return []  # no term can occur: most requests
     found = {flag for term, flag in DIRECT.items() if terms.could_be(term) and terms.role(term)}
@@ -352,10 +354,13 @@ class _Terms:
     """Where the request holds each term, unnegated; a term is looked for once, only when asked for, and only
     when the prefilter says it can occur."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, context: Context | None) -> None:
         self.text = text
-        self.folded = fold(text)
-        self.possible = TERMS_PREFILTER.possible(self.folded)  # None: not ASCII, every term can occur
+        self.folded = fold(text) if context is None else context.folded
+        # None: not ASCII, every term can occur
+        self.possible = (
+            TERMS_PREFILTER.possible(self.folded) if context is None else context.request_possible(TERMS_PREFILTER)
+        )
         self.copy: bytes | None = None  # spaced(folded), made for the first term whose needles need it
         self.found: dict[str, list[int]] = {}
 

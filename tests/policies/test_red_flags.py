@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.exchange import Exchange
 from gateway.settings import PoliciesConfig
-from policies.checks.base import Context
+from policies.checks.base import REQUEST_PREFILTERS, Context
 from policies.checks.instructions import fold, windows
 from policies.checks.red_flags import (
     _NEGATION_CHARS,
@@ -266,9 +266,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The request texts red_flags is computed for."""
     calls: list[str] = []
 
-    def counting(request_text: str) -> list[str]:
+    def counting(request_text: str, context: Context | None = None) -> list[str]:
         calls.append(request_text)
-        return red_flags(request_text)
+        return red_flags(request_text, context)
 
     monkeypatch.setattr("policies.checks.red_flags.red_flags", counting)
     return calls
@@ -288,6 +288,24 @@ def test_the_request_is_read_once_while_waiting_and_not_again_after_the_answer(c
     engine.after_answer(ex, False, [UNESCALATED])
     assert counted == [STROKE_REQUEST]
     assert [(d["rule"], d["detail"]) for d in ex.policy] == [("red-flag-unescalated", {"red_flag": "stroke_signs"})]
+
+
+def test_one_prefilter_pass_over_the_request_serves_injection_and_red_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
+    assert engine is not None
+    scanned: list[str] = []
+    scan = REQUEST_PREFILTERS.scan
+
+    def counting(text: str) -> list[set[str]] | None:
+        scanned.append(text)
+        return scan(text)
+
+    monkeypatch.setattr(REQUEST_PREFILTERS, "scan", counting)
+    ex = stroke_exchange()
+    engine.while_waiting(ex)
+    engine.after_answer(ex, False, [UNESCALATED])
+    assert scanned == [fold(STROKE_REQUEST)]
+    assert [d["rule"] for d in ex.policy] == ["red-flag-unescalated"]
 
 
 def test_waiting_that_comes_after_the_answer_does_nothing(counted: list[str]) -> None:
