@@ -127,25 +127,20 @@ class Needles:
         return hits
 
     def _plain_hits(self, folded: str) -> list[tuple[int, tuple[str, ...]]]:
-        hits: list[tuple[int, tuple[str, ...]]] = []
-        for word, keys in self.plain:
-            start = folded.find(word)
-            while start >= 0:
-                if start == 0 or folded[start - 1] not in _ALNUM:
-                    hits.append((start, keys))
-                start = folded.find(word, start + 1)
-        return hits
+        return [(start, keys) for word, keys in self.plain for start in _found(folded, word, _ALNUM)]
 
     def _other_hits(self, text: str, folded: str) -> list[tuple[int, tuple[str, ...]]]:
-        hits: list[tuple[int, tuple[str, ...]]] = []
-        for word, as_written, keys in self.other:
-            searched = text if as_written else folded
-            start = searched.find(word)
-            while start >= 0:
-                if start == 0 or searched[start - 1] not in _LETTERS:
-                    hits.append((start, keys))
-                start = searched.find(word, start + 1)
-        return hits
+        return [(start, keys) for word, as_written, keys in self.other
+                for start in _found(text if as_written else folded, word, _LETTERS)]  # fmt: skip
+
+
+def _found(searched: str, word: str, within: frozenset[str]) -> Iterator[int]:
+    """Where ``word`` occurs in ``searched`` other than right after a character of ``within`` (inside a word)."""
+    start = searched.find(word)
+    while start >= 0:
+        if start == 0 or searched[start - 1] not in within:
+            yield start
+        start = searched.find(word, start + 1)
 
 
 class _Literals:
@@ -213,6 +208,8 @@ class Prefilter:
         self.patterns = patterns
         self.group = PrefilterGroup() if group is None else group
         self._member = self.group.add(self)
+        if group is None:
+            self.group.compile()
 
     def possible(self, text: str) -> set[str] | None:
         return self.of(self.group.scan(text))
@@ -223,32 +220,44 @@ class Prefilter:
 
 
 class PrefilterGroup:
-    """Prefilters compiled into one Hyperscan database (again as each joins, when their modules are imported).
-    ``folded``: the texts scanned are folded (``fold``: lower case, tabs as spaces), so every pattern, case-sensitive
-    parts (``(?-i:AI)``) included, is matched without case."""
+    """Prefilters compiled into one Hyperscan database, when the first text is scanned or ``compile`` is called
+    (a prefilter made without a group has one of its own, compiled at once). ``folded``: the texts scanned are
+    folded (``fold``: lower case, tabs as spaces), so every pattern, case-sensitive parts (``(?-i:AI)``) included,
+    is matched without case."""
 
     def __init__(self, folded: bool = False) -> None:
         self.members: list[Prefilter] = []
         self.folded = folded
+        self._database: hyperscan.Database | None = None
+        self._lock = threading.Lock()
 
     def add(self, member: Prefilter) -> int:
-        """Compiles the group with ``member`` in it; returns its index."""
-        self.members.append(member)
-        patterns = [(index, key, m.patterns[key]) for index, m in enumerate(self.members) for key in m.keys]
-        self._owners = [(index, key) for index, key, _ in patterns]
-        expressions = [pattern.pattern for _, _, pattern in patterns]
-        flags = [_hyperscan_flags(pattern) for _, _, pattern in patterns]
-        if self.folded:
-            expressions = [_CASE_SENSITIVE.sub("(?:", expression) for expression in expressions]
-            flags = [flag | hyperscan.HS_FLAG_CASELESS for flag in flags]
-        self.database = _database([_bytes_pattern(expression) for expression in expressions], flags)
-        self._local = threading.local()  # a scan writes to its scratch space: one per thread
-        return len(self.members) - 1
+        """Adds ``member`` (compiled with the group's next ``compile``); returns its index."""
+        with self._lock:
+            self.members.append(member)
+            self._database = None
+            return len(self.members) - 1
+
+    def compile(self) -> hyperscan.Database:
+        """The group's database, compiled now unless it holds every member already."""
+        with self._lock:
+            if self._database is None:
+                patterns = [(index, key, m.patterns[key]) for index, m in enumerate(self.members) for key in m.keys]
+                expressions = [pattern.pattern for _, _, pattern in patterns]
+                flags = [_hyperscan_flags(pattern) for _, _, pattern in patterns]
+                if self.folded:
+                    expressions = [_CASE_SENSITIVE.sub("(?:", expression) for expression in expressions]
+                    flags = [flag | hyperscan.HS_FLAG_CASELESS for flag in flags]
+                self._owners = [(index, key) for index, key, _ in patterns]
+                self._local = threading.local()  # a scan writes to its scratch space: one per thread and database
+                self._database = _database([_bytes_pattern(expression) for expression in expressions], flags)
+            return self._database
 
     def scan(self, text: str) -> list[set[str]] | None:
         """Per member, the keys of its patterns that may match in ``text``; None when it is not ASCII."""
         if not text.isascii():
             return None
+        database = self._database if self._database is not None else self.compile()
         found: list[set[str]] = [set() for _ in self.members]
         owners = self._owners
 
@@ -257,7 +266,7 @@ class PrefilterGroup:
             found[member].add(key)
             return False  # go on: the other patterns
 
-        self.database.scan(text.encode(), match_event_handler=hit, scratch=_scratch(self._local, self.database))
+        database.scan(text.encode(), match_event_handler=hit, scratch=_scratch(self._local, database))
         return found
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.checks.base import Check
+from policies.checks.base import REQUEST_PREFILTERS, Check
 from policies.checks.dose import DoseCheck
 from policies.checks.injection import PromptInjectionCheck
 from policies.checks.instructions import DangerousInstructionCheck
@@ -12,6 +12,7 @@ from policies.checks.refusal import Refusal
 
 
 def all_checks() -> dict[str, Check]:
+    REQUEST_PREFILTERS.compile()  # every check that shares the request's pass has joined: not on the first request
     checks: list[Check] = [DoseCheck(), DangerousInstructionCheck(), RedFlagCheck(), PromptInjectionCheck(),
                            PhiLeak(), Refusal()]  # fmt: skip
     return {check.name: check for check in checks}
