@@ -35,7 +35,8 @@ async def test_on_sent_is_called_once_the_whole_request_has_gone() -> None:
         except TimeoutError:
             pass
         received.append(data)
-        reply(connection)
+        with connection:
+            reply(connection)
 
     call = Call("/chat/completions", body, orjson.loads(body), False, "r1", [], None, on_sent=on_sent)
     await upstream.start()
