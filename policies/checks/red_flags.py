@@ -28,10 +28,11 @@ answer), sepsis, cauda equina, testicular torsion, DKA, sudden loss of vision an
 assessment") rather than a patient's words.
 
 The answer is checked as given: on a stream, a rule should apply this check to the complete answer (or hold
-the tail), since the escalation may come last. Speed: a Hyperscan prefilter says which terms can occur at all;
-each of those runs only in windows around its needles (gateway.scan.Needles), on the folded request; the
-second term of a pair is looked for only when the first is there, and only near it. The request's red flags
-are found while the upstream works on the answer (``prepare``, PolicyEngine.while_waiting).
+the tail), since the escalation may come last. Speed: a Hyperscan prefilter (in one pass with the
+prompt-injection patterns, REQUEST_PREFILTERS) says which terms can occur at all; each of those runs only in
+windows around its needles (gateway.scan.Needles), on the folded request; the second term of a pair is looked
+for only when the first is there, and only near it, where a second prefilter over that region allows it. The
+request's red flags are found while the upstream works on the answer (``prepare``, PolicyEngine.while_waiting).
 """
 
 from __future__ import annotations
