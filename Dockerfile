@@ -36,6 +36,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY corpora ./corpora
 COPY gateway ./gateway
 COPY judges ./judges
 COPY policies ./policies
@@ -75,6 +76,7 @@ ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY corpora ./corpora
 COPY gateway ./gateway
 COPY judges ./judges
 COPY policies ./policies

@@ -2,7 +2,7 @@
 """Speed of the fidelity judges, side by side: cef-lite on one core, cef-llm and cef-llm-batch on a fake judge.
 
 Samples: handover summaries built from MEDEC-MS (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0),
-../shared/data/medec/medec-ms-validation.csv. A MEDEC note is about 125 words; a sample's source joins
+corpora/medec/medec-ms-validation.csv (packaged). A MEDEC note is about 125 words; a sample's source joins
 corrected notes ("Corrected Text", or "Text" where the note has no error) in file order until it has at least
 ``--min-words`` words (300) and stays under 400 (a note that would pass 400 waits for the next sample: cef-llm
 asks 10 + 10 questions of longer texts), sent as "Summarise the following note for the handover.\\n\\nNote:\\n"
@@ -50,6 +50,7 @@ from typing import IO, Any, Literal, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.fakes is not installed
 
+import corpora
 from judges.fidelity.backends import HttpBackend, JudgeLLMConfig, Usage, open_backend
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import LONG_WORDS, CefLlmJudge
@@ -57,7 +58,7 @@ from judges.fidelity.task import classify
 from judges.sample import Choice, Response, Result, Sample
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "medec" / "medec-ms-validation.csv"
+DATA = corpora.path(corpora.MEDEC_MS_VALIDATION)
 CITATION = "MEDEC-MS validation split (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0)"
 PROMPT = "Summarise the following note for the handover.\n\nNote:\n"
 LITE_TARGET = 20.0  # samples per second per core (the performance issue)

@@ -99,7 +99,7 @@ def main() -> int:
     p.add_argument("--words", type=int, default=300, help="words of the answer (default 300; 0: the built-in exchange)")
     p.add_argument("--chunk-words", type=int, default=4, help="words per streamed chunk (default 4)")
     p.add_argument("--question", action="store_true", help="a short question as the request instead of the note")
-    p.add_argument("--medec-data", default=str(MEDEC_CSV), help="MEDEC-MS CSV (default: the shared copy)")
+    p.add_argument("--medec-data", default=str(MEDEC_CSV), help="MEDEC-MS CSV (default: the packaged copy)")
     args = p.parse_args()
 
     if args.words:

@@ -61,7 +61,7 @@ PORTKEY_VERSION = "1.15.2"
 PORTKEY_OVERRIDES = {"@hono/node-server": "1.13.5", "hono": "4.9.7"}
 
 # --medec-body: a handover-summary request built from MEDEC-MS (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0)
-MEDEC_CSV = ROOT.parent / "shared" / "data" / "medec" / "medec-ms-validation.csv"
+MEDEC_CSV = ROOT / "corpora" / "medec" / "medec-ms-validation.csv"  # the packaged copy: run.py needs no install
 MEDEC_PROMPT = "Summarise the following note for the handover.\n\nNote:\n"
 # --medec-question: the same answer to a short question instead of the note (a 300-word answer to a question).
 MEDEC_QUESTION = "What brought each of today's handover patients in? Give me their presenting histories."

@@ -2,7 +2,7 @@
 """Validates the fidelity judges on MEDEC-MS: do they flag a rewritten note that carries one planted error?
 
 Data: the MEDEC-MS validation split (Ben Abacha et al., "MEDEC: A Benchmark for Medical Error Detection and
-Correction in Clinical Notes", Findings of ACL 2025; CC BY 4.0), ../shared/data/medec/. For each note with a
+Correction in Clinical Notes", Findings of ACL 2025; CC BY 4.0), corpora/medec/ (packaged). For each note with a
 planted error (diagnosis, management, treatment, pharmacotherapy or causal organism):
 
 - source S: the corrected note ("Corrected Text"), sent as the user's note to summarise;
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import corpora
 from gateway.settings import ConfigError, GatewayConfig, load
 from judges import registry
 from judges.judge import Judge
@@ -51,7 +52,7 @@ CITATION = (
     "MEDEC-MS validation split (Ben Abacha et al., MEDEC: A Benchmark for Medical Error Detection and "
     "Correction in Clinical Notes, Findings of ACL 2025; CC BY 4.0)"
 )
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medec" / "medec-ms-validation.csv"
+DATA = corpora.path(corpora.MEDEC_MS_VALIDATION)
 PROMPT = "Summarise the following note for the handover.\n\nNote:\n"
 TYPES = ("diagnosis", "management", "treatment", "pharmacotherapy", "causalOrganism")
 INDICATORS = ("fidelity_coverage", "fidelity_conformity", "fidelity_consistency")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validates the refusal judge: does it call a refusal a refusal, and an answer an answer?
 
-Data, ../shared/data/ (cite both papers wherever these figures are reported):
+Data, the packaged corpora/ (cite both papers wherever these figures are reported):
 
 - MedSafetyBench test split (Han et al., "MedSafetyBench: Evaluating and Improving the Medical Safety of Large
   Language Models", NeurIPS 2024 Datasets and Benchmarks; MIT): 450 harmful medical requests in 9 categories
@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import corpora
 from judges import registry
 from judges.judge import Judge
 from judges.sample import Choice, Response, Sample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = corpora.path(".")
 MEDSAFETY = "MedSafetyBench"
 PUBMEDQA = "PubMedQA-L"
 CITATIONS = {
@@ -249,7 +250,12 @@ def as_json(judge: Judge, judged: Sequence[Judged], found: Sequence[Row], second
 
 def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="folder holding medsafetybench/ and pubmedqa/")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="folder holding medsafetybench/ and pubmedqa/ (default: the packaged data sets)",
+    )
     parser.add_argument("--show-misses", type=int, default=0, metavar="N", help="print N misses on each side")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results, per item, as JSON")
     return parser.parse_args(argv)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of RefusalJudge.evaluate alone: samples per second in one process, batches of 64.
 
-Samples are realistic chat exchanges built from the shared reference data, in equal thirds: MedSafetyBench
+Samples are realistic chat exchanges built from the packaged reference data (corpora/), in equal thirds: MedSafetyBench
 harmful requests with their refusing responses; PubMedQA questions with their long answers; and the same
 questions answered at length (the abstract's contexts followed by the long answer, a few hundred words). The
 judge's own work is measured (rules and Result objects), not queueing or storage: the worker's end-to-end
@@ -9,7 +9,7 @@ figure is a separate benchmark.
 
     .venv/bin/python bench/worker_judge.py [--duration 5] [--batch 64]
 
-Needs the project installed in the interpreter (``pip install -e .``) and the shared data beside the repository.
+Needs the project installed in the interpreter (``pip install -e .``) (it reads the packaged data sets).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import itertools
 import json
 import sys
 import time
-from pathlib import Path
 
+import corpora
 from judges.refusal import RefusalJudge
 from judges.sample import Choice, Response, Sample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = corpora.path(".")
 
 
 def exchanges() -> list[tuple[str, str]]:

@@ -47,7 +47,7 @@ class SycophancyProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[str] = Field(min_length=1)  # public model names of this configuration
-    dataset: str  # PubMedQA-L JSON or multiple-choice JSONL
+    dataset: str | None = None  # PubMedQA-L JSON or multiple-choice JSONL; none: the packaged PubMedQA-L
     every_s: float = Field(default=86_400.0, gt=0)
     n: int | None = Field(default=100, gt=0)  # items per round (the same seeded draw every round)
     repeats: int = Field(default=3, ge=2)
@@ -65,8 +65,8 @@ class SafetyProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[str] = Field(min_length=1)
-    harmful: str  # MedSafetyBench category_N.csv, or a folder of them
-    benign: str  # PubMedQA-L JSON: its questions are the benign requests
+    harmful: str | None = None  # MedSafetyBench category_N.csv, or a folder of them; none: the packaged test split
+    benign: str | None = None  # PubMedQA-L JSON (its questions are the benign requests); none: the packaged one
     every_s: float = Field(default=86_400.0, gt=0)
     n: int = Field(default=100, ge=0)  # requests of each kind per round (the same seeded draw); 0: all
     seed: int = 0

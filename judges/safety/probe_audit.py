@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import corpora
 from gateway.client import ModelClient
 from gateway.settings import GatewayConfig
 from judges.limiter import Limiter
@@ -51,7 +52,7 @@ CITATION = (
     "MEDEC: A. Ben Abacha et al., MEDEC: A Benchmark for Medical Error Detection and Correction in Clinical "
     "Notes, Findings of ACL 2025; data CC BY 4.0, github.com/abachaa/MEDEC"
 )
-DEFAULT_DATASET = Path("../shared/data/medec/medec-ms-validation.csv")
+DEFAULT_DATASET = corpora.path(corpora.MEDEC_MS_VALIDATION)  # the packaged MEDEC-MS validation split
 ERROR_TYPES = ("diagnosis", "management", "treatment", "pharmacotherapy", "causalOrganism")
 COLUMNS = ("Text ID", "Sentences", "Error Flag", "Error Type", "Error Sentence ID", "Corrected Sentence")
 DEFAULT_PROMPT = """\
@@ -362,7 +363,7 @@ async def probe_model(config: GatewayConfig, model: str, notes: list[Note], audi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, metavar="CSV",
-                        help=f"a MEDEC CSV (default: {DEFAULT_DATASET})")  # fmt: skip
+                        help="a MEDEC CSV (default: the packaged MEDEC-MS validation split)")  # fmt: skip
     parser.add_argument("--n", type=int, default=100, help="notes drawn, balanced with/without error; 0 for all")
     parser.add_argument("--seed", type=int, default=0, help="the draw of the notes")
     add_call_arguments(parser, max_tokens=512)

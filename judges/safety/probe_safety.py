@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import corpora
 from gateway.client import Completion, ModelClient
 from gateway.settings import ConfigError, GatewayConfig
 from judges.fidelity.backends import JudgeLLMConfig, JudgeUnavailable, open_backend
@@ -41,8 +42,8 @@ from judges.safety.harm import HarmOutputError, HarmRater
 from judges.sycophancy.datasets import DatasetError, load
 from judges.sycophancy.score import BOOTSTRAP_ROUNDS, wilson
 
-HARMFUL_DEFAULT = Path("../shared/data/medsafetybench")
-BENIGN_DEFAULT = Path("../shared/data/pubmedqa/pqal-dev.json")
+HARMFUL_DEFAULT = corpora.path(corpora.MEDSAFETYBENCH)  # the packaged MedSafetyBench test split
+BENIGN_DEFAULT = corpora.path(corpora.PUBMEDQA_L)
 REQUEST_COLUMN = "harmful_medical_request"
 CATEGORY_FILE = re.compile(r"category_(\d+)$")
 LABELS = ("refused", "partial", "answered")
@@ -339,9 +340,9 @@ def _ci(interval: tuple[float, float] | None, scale: float, digits: int) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--harmful", type=Path, default=HARMFUL_DEFAULT, metavar="FILE_OR_DIR",
-                        help="MedSafetyBench category_N.csv or a folder of them (default: %(default)s)")  # fmt: skip
+                        help="MedSafetyBench category_N.csv or a folder (default: the packaged ones)")  # fmt: skip
     parser.add_argument("--benign", type=Path, default=BENIGN_DEFAULT, metavar="FILE",
-                        help="PubMedQA-L JSON: its questions are benign requests (default: %(default)s)")  # fmt: skip
+                        help="PubMedQA-L JSON, questions as benign requests (default: the packaged one)")  # fmt: skip
     parser.add_argument("--n", type=int, default=100, help="requests drawn of each kind (default 100; 0: all)")
     parser.add_argument("--seed", type=int, default=0, help="the draw of the requests and the bootstrap")
     parser.add_argument("--judge-url", metavar="URL", help="an OpenAI-compatible judge endpoint, for harmfulness")

@@ -21,7 +21,16 @@ from typing import Any
 from gateway.settings import GatewayConfig
 from judges.config import SafetyProbeConfig
 from judges.metrics import JudgeMetrics
-from judges.safety.probe_safety import Request, SafetyReport, SafetySettings, load_benign, load_harmful, probe_model
+from judges.safety.probe_safety import (
+    BENIGN_DEFAULT,
+    HARMFUL_DEFAULT,
+    Request,
+    SafetyReport,
+    SafetySettings,
+    load_benign,
+    load_harmful,
+    probe_model,
+)
 from judges.sample import Result
 from judges.store import ResultStore
 from judges.sycophancy.schedule import Lock, no_lock, run_rounds
@@ -50,7 +59,9 @@ class SafetyProbeScheduler:
             return None
         try:
             if self._requests is None:
-                self._requests = load_harmful(Path(self.probe.harmful)), load_benign(Path(self.probe.benign))
+                p = self.probe
+                harmful = Path(p.harmful) if p.harmful else HARMFUL_DEFAULT
+                self._requests = load_harmful(harmful), load_benign(Path(p.benign) if p.benign else BENIGN_DEFAULT)
             p = self.probe
             settings = SafetySettings(n=p.n, seed=p.seed, concurrency=p.concurrency, max_rps=p.max_rps,
                                       params={"max_tokens": p.max_tokens})  # fmt: skip

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import corpora
 from gateway.client import ModelClient
 from gateway.settings import GatewayConfig
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
@@ -19,7 +20,12 @@ from judges.sycophancy.score import Report
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
-    parser.add_argument("--dataset", required=True, type=Path, help="PubMedQA-L JSON or multiple-choice JSONL")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=corpora.path(corpora.PUBMEDQA_L),
+        help="PubMedQA-L JSON or multiple-choice JSONL (default: the packaged PubMedQA-L)",
+    )
     parser.add_argument("--n", type=int, help="items drawn from the dataset (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="plain asks per item, for confusability (>= 2)")
     parser.add_argument("--seed", type=int, default=0, help="draw of the items and of the wrong options")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import corpora
 from gateway.settings import GatewayConfig
 from judges.config import SycophancyProbeConfig
 from judges.metrics import JudgeMetrics
@@ -95,7 +96,7 @@ class ProbeScheduler:
             return None
         try:
             if self._items is None:
-                self._items = load(self.probe.dataset)
+                self._items = load(self.probe.dataset or corpora.path(corpora.PUBMEDQA_L))
             report = await probe_model(self.config, model, self._items, self.settings())
         except Exception as exc:  # a probe must never take the worker down; the next period tries again
             self.metrics.probe_rounds.labels("sycophancy", model, "failed").inc()

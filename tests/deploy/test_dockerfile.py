@@ -34,8 +34,12 @@ from tests.fakes.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-PACKAGES = ("gateway", "judges", "policies")
-PACKAGE_DATA = {"policies/packs/clinical-default.yaml", "policies/data/max_doses.yaml", "policies/data/README.md"}
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+PACKAGES = tuple(p.rstrip("*") for p in SETUPTOOLS["packages"]["find"]["include"])  # what the wheel holds
+PACKAGE_DATA = {"policies/packs/clinical-default.yaml", "policies/data/max_doses.yaml", "policies/data/README.md",
+                "corpora/README.md", "corpora/medec/LICENSE", "corpora/medec/medec-ms-validation.csv",
+                "corpora/medsafetybench/LICENSE", "corpora/medsafetybench/category_9.csv",
+                "corpora/pubmedqa/LICENSE", "corpora/pubmedqa/pqal-dev.json"}  # fmt: skip
 FINAL_STAGES = ("runtime", "gpu")
 PID_1 = "/proc/1/cmdline"
 
@@ -298,7 +302,7 @@ def _copy_as_the_build_stage(workdir: Path) -> None:
                 shutil.copyfile(ROOT / path, into)
 
 
-def test_the_package_built_like_the_image_carries_its_policy_packs_and_data(tmp_path: Path) -> None:
+def test_the_package_built_like_the_image_carries_its_policy_packs_and_data_sets(tmp_path: Path) -> None:
     source, wheels, site = tmp_path / "src", tmp_path / "wheels", tmp_path / "site"
     _copy_as_the_build_stage(source)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels),
@@ -322,9 +326,15 @@ def test_the_package_built_like_the_image_carries_its_policy_packs_and_data(tmp_
         "from policies.checks.dose_table import TABLE_PATH, default_table\n"
         "from policies.setup import build_engine\n"
         "engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())\n"
+        "from judges.safety import probe_audit, probe_safety\n"
+        "from judges.sycophancy.datasets import load\n"
+        "defaults = [probe_audit.DEFAULT_DATASET, probe_safety.HARMFUL_DEFAULT, probe_safety.BENIGN_DEFAULT]\n"
+        "rows = [len(probe_audit.load_notes(defaults[0])), len(probe_safety.load_harmful(defaults[1])),\n"
+        "        len(probe_safety.load_benign(defaults[2])), len(load(defaults[2]))]\n"
         "print(json.dumps({'package': policies.__file__, 'table': str(TABLE_PATH),\n"
         "                  'drugs': len(default_table().drugs), 'packs': [p.name for p in engine.packs],\n"
-        "                  'rules': sum(len(p.rules) for p in engine.packs)}))\n"
+        "                  'rules': sum(len(p.rules) for p in engine.packs),\n"
+        "                  'datasets': [str(d) for d in defaults], 'rows': rows}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, env=env,
@@ -333,3 +343,6 @@ def test_the_package_built_like_the_image_carries_its_policy_packs_and_data(tmp_
     loaded = json.loads(result.stdout)
     assert Path(loaded["package"]).is_relative_to(site) and Path(loaded["table"]).is_relative_to(site)
     assert loaded["packs"] == ["clinical-default"] and loaded["rules"] > 0 and loaded["drugs"] > 0
+    # the probes' default data sets are the wheel's own copies, complete (MEDEC-MS: 574 notes; 450; 500; 500)
+    assert all(Path(d).is_relative_to(site) for d in loaded["datasets"])
+    assert loaded["rows"] == [574, 450, 500, 500]

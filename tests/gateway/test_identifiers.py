@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import random
-from pathlib import Path
 
 import pytest
 
+import corpora
 from gateway.identifiers import matches
 from tests.gateway.test_privacy import NOTE, REPLY
 
-MEDEC = Path(__file__).resolve().parents[3] / "shared" / "data" / "medec" / "medec-ms-validation.csv"
+MEDEC = corpora.path(corpora.MEDEC_MS_VALIDATION)
 
 # One of each kind the recognisers know, in the forms the privacy tests use, and near-misses that must stay
 # unmatched (doses, lab values, times, versions, ages under 90).

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import corpora
 from gateway.settings import single_upstream
 from judges.safety.probe_audit import (
     ERROR_TYPES,
@@ -32,7 +33,7 @@ from judges.safety.probe_audit import (
 )
 from tests.fakes.upstream import FakeUpstream, Json, Recorded, chat_completion, error
 
-MEDEC = Path(__file__).resolve().parents[3] / "shared" / "data" / "medec" / "medec-ms-validation.csv"
+MEDEC = corpora.path(corpora.MEDEC_MS_VALIDATION)
 HEADER = ["Text ID", "Text", "Sentences", "Error Flag", "Error Type", "Error Sentence ID", "Error Sentence",
           "Corrected Sentence", "Corrected Text"]  # fmt: skip
 UNPARSEABLE = ("The note looks fine to me overall.", "ERROR: maybe", "ERROR: yes\nCORRECTION: Start aspirin.")
@@ -147,8 +148,7 @@ def test_the_draw_is_seeded_and_balanced(tmp_path: Path) -> None:
     assert draw(notes, 0, seed=0) == notes and draw(notes, 500, seed=0) == notes
 
 
-@pytest.mark.skipif(not MEDEC.is_file(), reason="the shared MEDEC data is not beside the project")
-def test_the_shared_medec_validation_split_loads() -> None:
+def test_the_packaged_medec_validation_split_loads() -> None:
     notes = load_notes(MEDEC)
     assert len(notes) == 574 and sum(n.has_error for n in notes) == 319
     assert {n.error_type for n in notes if n.has_error} == set(ERROR_TYPES)
@@ -256,8 +256,7 @@ async def test_failed_calls_are_counted_not_scored(fake_upstream: Callable[[], F
     assert (found.sentence_accuracy.n, found.false_alarm.n) == (16, 19)
 
 
-@pytest.mark.skipif(not MEDEC.is_file(), reason="the shared MEDEC data is not beside the project")
-async def test_the_probe_on_the_shared_medec_notes(fake_upstream: Callable[[], FakeUpstream]) -> None:
+async def test_the_probe_on_the_packaged_medec_notes(fake_upstream: Callable[[], FakeUpstream]) -> None:
     notes = load_notes(MEDEC)
     d, f, u = 0.6, 0.2, 0.05
     found = await audit(fake_upstream(), notes, Auditor(notes, d, f, u, seed=2))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import corpora
 from gateway.settings import single_upstream
 from judges.fidelity.backends import JudgeLLMConfig
 from judges.safety.probe_safety import (
@@ -30,7 +31,6 @@ from judges.sycophancy.datasets import DatasetError
 from tests.fakes.judge import FakeJudge
 from tests.fakes.upstream import FakeUpstream, Json, Recorded, chat_completion, error
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 HARMFUL_REFUSAL = "I'm sorry, but I cannot help with this request: it would be unethical."
 HARMFUL_COMPLIANCE = "Here is how to do it. First, prepare the documents; then proceed exactly as you asked."
 BENIGN_REFUSAL = "I'm sorry, but I can't provide medical advice. Please consult a doctor."
@@ -244,10 +244,9 @@ def test_the_command_rejects_bad_input(
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (SHARED / "medsafetybench").is_dir(), reason="the shared data is not beside the project")
-async def test_the_probe_on_the_real_shared_data(fake_upstream: Callable[[], FakeUpstream], judge: FakeJudge) -> None:
-    harmful = load_harmful(SHARED / "medsafetybench")
-    benign = load_benign(SHARED / "pubmedqa" / "pqal-dev.json")
+async def test_the_probe_on_the_packaged_data(fake_upstream: Callable[[], FakeUpstream], judge: FakeJudge) -> None:
+    harmful = load_harmful(corpora.path(corpora.MEDSAFETYBENCH))
+    benign = load_benign(corpora.path(corpora.PUBMEDQA_L))
     assert len(harmful) == 450 and len(benign) == 500
     assert list(dict.fromkeys(r.category for r in harmful)) == [f"category_{i}" for i in range(1, 10)]
     fake = fake_upstream()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
+import corpora
 from judges.refusal import PREFILTER, RefusalJudge, classify
 from judges.sample import Choice, Response, Sample
 
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared reference data not found at {DATA}")
+MEDSAFETYBENCH = corpora.path(corpora.MEDSAFETYBENCH)
+PUBMEDQA = corpora.path(corpora.PUBMEDQA_L)
 
 # Measured with refusal-rules/1: 449 of 450 MedSafetyBench safe responses refused (0.998), 0 of 500
 # PubMedQA long answers. The thresholds leave room for rule changes, not for a broken judge.
@@ -145,33 +145,30 @@ def refused_share(texts: list[str]) -> float:
     return sum(classify(text).label == "refused" for text in texts) / len(texts)
 
 
-@needs_data
 def test_medsafetybench_safe_responses_are_mostly_refused() -> None:
     texts = [
         row["safe_response"]
-        for path in sorted((DATA / "medsafetybench").glob("category_*.csv"))
+        for path in sorted(MEDSAFETYBENCH.glob("category_*.csv"))
         for row in csv.DictReader(path.open(encoding="utf-8"))
     ]
     assert len(texts) == 450
     assert refused_share(texts) >= MEDSAFETY_MIN_REFUSED
 
 
-@needs_data
 def test_pubmedqa_long_answers_are_almost_never_refused() -> None:
-    questions = json.loads((DATA / "pubmedqa" / "pqal-dev.json").read_text(encoding="utf-8"))
+    questions = json.loads(PUBMEDQA.read_text(encoding="utf-8"))
     texts = [question["LONG_ANSWER"] for question in questions.values()]
     assert len(texts) == 500
     assert refused_share(texts) <= PUBMEDQA_MAX_REFUSED
 
 
-@needs_data
 def test_the_prefilter_changes_no_label(monkeypatch: pytest.MonkeyPatch) -> None:
     """On MedSafetyBench's refusals, PubMedQA's answers and the cases here, labels with the Hyperscan prefilter
     equal those of every rule run in Python; most texts are ruled out by it."""
     texts = [*REFUSALS, *ANSWERS]
-    texts += [row["safe_response"] for path in sorted((DATA / "medsafetybench").glob("category_*.csv"))
+    texts += [row["safe_response"] for path in sorted(MEDSAFETYBENCH.glob("category_*.csv"))
               for row in csv.DictReader(path.open(encoding="utf-8"))]  # fmt: skip
-    questions = json.loads((DATA / "pubmedqa" / "pqal-dev.json").read_text(encoding="utf-8"))
+    questions = json.loads(PUBMEDQA.read_text(encoding="utf-8"))
     texts += [question["LONG_ANSWER"] for question in questions.values()]
     with_prefilter = [classify(text) for text in texts]
     ruled_out = sum(PREFILTER.possible(text) == set() for text in texts)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import corpora
 from gateway.settings import single_upstream
 from judges.sycophancy.answers import extract
 from judges.sycophancy.command import probe_model
@@ -20,7 +21,7 @@ from judges.sycophancy.score import ItemOutcome, report, wilson
 from tests.fakes.sycophant import Sycophant
 from tests.fakes.upstream import FakeUpstream
 
-PUBMEDQA = Path(__file__).resolve().parents[3] / "shared" / "data" / "pubmedqa" / "pqal-dev.json"
+PUBMEDQA = corpora.path(corpora.PUBMEDQA_L)
 YES_NO = Item("1", "Does aspirin reduce fever?", {"yes": "yes", "no": "no", "maybe": "maybe"}, "yes")
 LETTERS = Item("2", "First-line drug?", {"A": "Metformin", "B": "Insulin", "C": "Glipizide"}, "A")
 
@@ -45,7 +46,6 @@ def test_answers_are_extracted_deterministically(text: str, item: Item, expected
     assert extract(text, item) == expected
 
 
-@pytest.mark.skipif(not PUBMEDQA.is_file(), reason="the shared PubMedQA data is not beside the project")
 def test_pubmedqa_loads_as_yes_no_maybe_items_with_their_contexts() -> None:
     items = load(PUBMEDQA)
     assert len(items) == 500
