@@ -36,10 +36,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY config ./config
 COPY corpora ./corpora
 COPY gateway ./gateway
 COPY judges ./judges
+COPY pipeline ./pipeline
 COPY policies ./policies
+COPY protocol ./protocol
+COPY text ./text
+COPY upstreams ./upstreams
 RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade pip \
@@ -76,10 +81,15 @@ ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY config ./config
 COPY corpora ./corpora
 COPY gateway ./gateway
 COPY judges ./judges
+COPY pipeline ./pipeline
 COPY policies ./policies
+COPY protocol ./protocol
+COPY text ./text
+COPY upstreams ./upstreams
 # A regular (not editable) install: the policy packs and data files travel as package data (pyproject.toml).
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \

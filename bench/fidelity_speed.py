@@ -51,11 +51,12 @@ from typing import IO, Any, Literal, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.fakes is not installed
 
 import corpora
-from judges.fidelity.backends import HttpBackend, JudgeLLMConfig, Usage, open_backend
+from config import JudgeLLMConfig
+from judges.backends import HttpBackend, Usage, open_backend
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import LONG_WORDS, CefLlmJudge
 from judges.fidelity.task import classify
-from judges.sample import Choice, Response, Result, Sample
+from pipeline.sample import Choice, Response, Result, Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = corpora.path(corpora.MEDEC_MS_VALIDATION)

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fidelity_speed import FakeProcess
 
-from judges.fidelity.backends import JudgeLLMConfig, open_backend
+from config import JudgeLLMConfig
+from judges.backends import open_backend
 from judges.fidelity.llm import ANSWER, ANSWER_SCHEMA, document
 
 NOTE = "Started furosemide 40 mg twice daily. Potassium was 3.1 on admission. She denies chest pain. " * 8
@@ -65,7 +66,7 @@ async def run(base_url: str, calls: int, concurrency: int) -> list[tuple[str, fl
         return reply.choices[0].message.content or ""
 
     try:
-        rows = [("aiohttp backend (judges/fidelity/backends.py)",
+        rows = [("aiohttp backend (judges/backends.py)",
                  *await measure(lambda: backend.complete(MESSAGES, "cef_answer", ANSWER_SCHEMA), calls, concurrency)),
                 ("openai SDK AsyncOpenAI", *await measure(with_sdk, calls, concurrency))]  # fmt: skip
     finally:

@@ -54,12 +54,12 @@ import fake_upstream  # noqa: E402 - bench/, beside this script
 from prometheus_client import CollectorRegistry  # noqa: E402
 from run import MEDEC_CSV, MEDEC_QUESTION, MODEL, chat_body, medec_request  # noqa: E402
 
-from gateway.exchange import Exchange  # noqa: E402
-from gateway.settings import PoliciesConfig  # noqa: E402
+from config import PoliciesConfig  # noqa: E402
 from policies.checks.base import Context  # noqa: E402
 from policies.checks.registry import all_checks  # noqa: E402
 from policies.engine import PolicyEngine, context_of  # noqa: E402
 from policies.setup import build_engine  # noqa: E402
+from protocol.exchange import Exchange  # noqa: E402
 
 TARGET_US = 200.0  # the target: the pack adds at most 0.2 ms to a 300-word non-streamed answer
 

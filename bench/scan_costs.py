@@ -26,10 +26,10 @@ sys.path.insert(0, str(BENCH.parent))  # the checkout this script sits in, befor
 from run import MEDEC_CSV, medec_request  # noqa: E402
 
 from gateway import identifiers  # noqa: E402
-from gateway.scan import Needles, Prefilter, _Literals, fold, spaced  # noqa: E402
 from policies.checks import injection, red_flags  # noqa: E402
 from policies.checks.base import REQUEST_PREFILTERS  # noqa: E402
 from policies.engine import context_of  # noqa: E402
+from text.scan import Needles, Prefilter, _Literals, fold, spaced  # noqa: E402
 
 FLUSH = bytearray(16 * 1024 * 1024)
 

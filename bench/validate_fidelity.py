@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import corpora
-from gateway.settings import ConfigError, GatewayConfig, load
+from config import ConfigError, GatewayConfig, load_config
 from judges import registry
 from judges.judge import Judge
-from judges.sample import Choice, Response, Result, Sample
+from pipeline.sample import Choice, Response, Result, Sample
 
 THRESHOLD = 1.0
 CITATION = (
@@ -652,7 +652,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def judges(args: argparse.Namespace) -> list[Judge]:
     """The judges named by --method, built by the registry with the judging part of --config (or None)."""
-    config: GatewayConfig | None = load(args.config) if args.config else None
+    config: GatewayConfig | None = load_config(args.config) if args.config else None
     return registry.build(args.method, config.judging if config is not None else None)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import corpora
 from judges import registry
 from judges.judge import Judge
-from judges.sample import Choice, Response, Sample
+from pipeline.sample import Choice, Response, Sample
 
 DATA = corpora.path(".")
 MEDSAFETY = "MedSafetyBench"

@@ -24,7 +24,7 @@ import time
 
 import corpora
 from judges.refusal import RefusalJudge
-from judges.sample import Choice, Response, Sample
+from pipeline.sample import Choice, Response, Sample
 
 DATA = corpora.path(".")
 

@@ -20,11 +20,11 @@ import time
 from prometheus_client import CollectorRegistry
 
 from judges.metrics import JudgeMetrics
-from judges.queue import RedisStreamQueue
 from judges.refusal import RefusalJudge
-from judges.sample import Sample
-from judges.store import RedisStore
 from judges.worker import Worker, WorkerSettings
+from pipeline.queue import RedisStreamQueue
+from pipeline.sample import Sample
+from pipeline.store import RedisStore
 
 ANSWERS = [
     "Furosemide 40 mg orally once daily is a usual starting dose for oedema; check potassium and renal "

@@ -15,21 +15,21 @@ from typing import Any
 
 import orjson
 
+from config import GatewayConfig
 from gateway import telemetry
 from gateway.asgi import ClientGone, Receive, Request, Scope, Send, send_error, send_json
 from gateway.auth import KeyRing
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.evaluations import EVALUATIONS, Evaluations
-from gateway.exchange import Exchange
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.proxy import OPERATIONS, Proxy
-from gateway.routing import Router
-from gateway.settings import GatewayConfig
 from gateway.tracing import Tracing, configure
 from judges.events import EvaluationEvents
 from policies.monitor import ResultsMonitor
 from policies.setup import build_engine
+from protocol.errors import GatewayError, MethodNotAllowed, NotFound
+from protocol.exchange import Exchange
+from upstreams.routing import Router
 
 log = logging.getLogger("medic_gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from gateway.errors import AuthenticationFailed
-from gateway.settings import KeyConfig
+from config import KeyConfig
+from protocol.errors import AuthenticationFailed
 
 OPEN_TENANT = "default"
 

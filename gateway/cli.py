@@ -13,9 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from gateway import settings
+from config import ConfigError, GatewayConfig, SamplingConfig, ServerConfig, load_config, missing_env, single_upstream
 from gateway.app import Gateway
-from gateway.settings import ConfigError, GatewayConfig, SamplingConfig, ServerConfig
 from judges import evaluate as judges_evaluate
 from judges.safety import probe_audit, probe_safety
 from judges.sycophancy import command as sycophancy_command
@@ -78,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = settings.load(args.file)
-    for name in settings.missing_env(config):
+    config = load_config(args.file)
+    for name in missing_env(config):
         print(f"warning: environment variable {name} is not set here", file=sys.stderr)
     print(f"{args.file}: ok ({len(config.models)} models, {len(config.upstreams)} upstreams, "
           f"{len(config.keys)} keys)")  # fmt: skip
@@ -88,9 +87,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace, demo_url: str | None) -> GatewayConfig:
     if args.config:
-        config = settings.load(args.config)
+        config = load_config(args.config)
     else:
-        config = settings.single_upstream(demo_url or args.upstream, args.upstream_key_env)
+        config = single_upstream(demo_url or args.upstream, args.upstream_key_env)
     server = config.server.model_dump()
     for key in ("host", "port"):
         if getattr(args, key) is not None:
@@ -123,7 +122,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         await demo.start()
     try:
         config = _config(args, demo.url if demo else None)
-        missing = settings.missing_env(config)
+        missing = missing_env(config)
         if missing:
             raise ConfigError(f"environment variables not set: {', '.join(missing)}")
         if not _safe_to_listen(config, args.allow_unauthenticated, demo is not None):
@@ -161,7 +160,7 @@ def _loopback(host: str) -> bool:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    config = settings.load(args.config) if args.config else settings.single_upstream("http://127.0.0.1:9/v1")
+    config = load_config(args.config) if args.config else single_upstream("http://127.0.0.1:9/v1")
     if args.port is not None:
         config = config.model_copy(update={"worker": config.worker.model_copy(update={"port": args.port})})
     name = config.queue.redis_url_env

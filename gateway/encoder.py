@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway import privacy
+from pipeline import privacy
 
 log = logging.getLogger("medic_gateway.sampler")
 

@@ -17,10 +17,10 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from config import GatewayConfig
 from gateway.asgi import Request, Send, send_json
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
-from gateway.settings import GatewayConfig
-from judges.store import Query, ResultStore
+from pipeline.store import Query, ResultStore
+from protocol.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 
 EVALUATIONS = "/v1/evaluations"
 TEXT_FILTERS = ("model", "indicator", "method", "tenant")

@@ -7,41 +7,17 @@ docs/metrics.md lists every metric with its labels.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
+
+from upstreams.metrics import DURATION_BUCKETS, Family, ForwardingMetrics
 
 # Bucket boundaries advised by the OpenTelemetry GenAI semantic conventions (v1.37.0).
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 OTHER = "other"
 
 GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
-
-M = TypeVar("M", bound=MetricWrapperBase)
-
-
-class Family(Generic[M]):
-    """A labelled metric whose children are cached: on the hot path, labels() is one dict lookup.
-
-    prometheus_client's own labels() validates and locks on every call; label values here are bounded, so
-    the cache is too.
-    """
-
-    __slots__ = ("_children", "metric")
-
-    def __init__(self, metric: M) -> None:
-        self.metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
-
-    def labels(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self.metric.labels(*values)
-        return child
 
 
 class Metrics:
@@ -77,26 +53,12 @@ class Metrics:
             "Requests answered, by endpoint, model, upstream, tenant and HTTP status code.",
             ["endpoint", "model", "upstream", "tenant", "status_code"], registry=r,
         ))  # fmt: skip
-        self.upstream_latency = Family(Histogram(
-            "medic_gateway_upstream_latency_seconds",
-            "One upstream attempt that got an answer: to the whole body, or to the first chunk of a stream.",
-            ["upstream"], buckets=DURATION_BUCKETS, registry=r,
-        ))  # fmt: skip
         self.overhead = Family(Histogram(
             "medic_gateway_overhead_seconds",
             "Time the gateway itself adds to a request: total time less time waiting on the upstream.",
             ["endpoint"], buckets=OVERHEAD_BUCKETS, registry=r,
         ))  # fmt: skip
-        self.retries = Family(Counter(
-            "medic_gateway_upstream_retries",
-            "Retries of upstream calls, by upstream and reason.",
-            ["upstream", "reason"], registry=r,
-        ))  # fmt: skip
-        self.fallbacks = Family(Counter(
-            "medic_gateway_fallbacks",
-            "Requests moved to a model's next upstream, by model and the upstream given up on.",
-            ["model", "upstream"], registry=r,
-        ))  # fmt: skip
+        self.forwarding = ForwardingMetrics(r)  # upstream latency, retries and fallbacks
         self.in_flight = Family(
             Gauge("medic_gateway_requests_in_flight", "Requests being handled now.", ["endpoint"], registry=r)
         )

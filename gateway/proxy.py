@@ -19,17 +19,17 @@ from opentelemetry import trace
 
 from gateway import telemetry
 from gateway.asgi import ClientGone, Receive, Request, Send, start_headers
-from gateway.errors import GatewayError, InvalidRequest, ModelNotFound
-from gateway.exchange import Exchange
-from gateway.forwarding import Outcome, Target, forward
 from gateway.metrics import Metrics
-from gateway.routing import Router
-from gateway.streaming import EventSplitter, StreamSummary
-from gateway.tasks import RAW_TASK_HEADER, stated
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
-from gateway.upstream import Call, Reply
 from policies.engine import PolicyEngine
 from policies.stream import StreamGuard
+from protocol.errors import GatewayError, InvalidRequest, ModelNotFound
+from protocol.exchange import Exchange
+from protocol.sse import EventSplitter, StreamSummary
+from protocol.tasks import RAW_TASK_HEADER, stated
+from upstreams.forwarding import Outcome, Target, forward
+from upstreams.http import Call, Reply
+from upstreams.routing import Router
 
 WATCH_AFTER_S = 0.02
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
@@ -143,7 +143,7 @@ class Proxy:
     async def _forward(self, call: Call, targets: list[Target], ex: Exchange) -> Outcome:
         sent = perf_counter()
         try:
-            outcome = await forward(call, targets, self.metrics, ex.model)
+            outcome = await forward(call, targets, self.metrics.forwarding, ex.model)
         except GatewayError:
             _learn_failed_route(ex, targets[-1])  # every route was tried: the failure that ends it is the last's
             raise

@@ -23,13 +23,13 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from gateway import privacy
+from config import SamplingConfig
 from gateway.encoder import encode_batch, encoder_pool
-from gateway.exchange import Exchange
 from gateway.metrics import Metrics
-from gateway.settings import SamplingConfig
-from judges.queue import QueueUnavailable, SampleQueue
-from judges.sample import SAMPLE_VERSION
+from pipeline import privacy
+from pipeline.queue import QueueUnavailable, SampleQueue
+from pipeline.sample import SAMPLE_VERSION
+from protocol.exchange import Exchange
 
 log = logging.getLogger("medic_gateway.sampler")
 SAMPLED_OPERATIONS = frozenset({"chat", "text_completion"})
@@ -169,7 +169,7 @@ class Sampler:
 
 
 def build_sample(ex: Exchange, trigger: str) -> dict[str, Any]:
-    """The Sample (judges/sample.py) of a finished exchange, before any privacy transformation."""
+    """The Sample (pipeline/sample.py) of a finished exchange, before any privacy transformation."""
     reasons = ex.finish_reasons
     choices = [
         {"index": i, "content": text, "finish_reason": reasons[i] if i < len(reasons) else None}

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Span, Status, StatusCode
 
-from gateway.exchange import Exchange
 from gateway.metrics import Metrics
+from protocol.exchange import Exchange
 
 # Request parameters recorded on spans, with their gen_ai.request.* attribute names.
 REQUEST_PARAMETERS = {

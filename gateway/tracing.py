@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+from protocol.otel import SCHEMA_URL, requested_exporter, service_resource
+
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # gen_ai.provider.name well-known values for the providers that have one.
 PROVIDER_NAMES = {"azure": "azure.ai.openai", "bedrock": "aws.bedrock", "vertex_ai": "gcp.vertex_ai",
@@ -45,21 +45,6 @@ def configure(capture_content: bool = False, provider: TracerProvider | None = N
         return Tracing(trace.NoOpTracer(), enabled=False, capture_content=False)
     tracer = provider.get_tracer("medic-gateway", schema_url=SCHEMA_URL)
     return Tracing(tracer, enabled=True, capture_content=capture, provider=provider)
-
-
-def requested_exporter(signal: str) -> str | None:
-    """ "otlp" or "console" when the standard variables ask to export ``signal`` (TRACES, LOGS), else None."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
-    name = os.environ.get(f"OTEL_{signal}_EXPORTER", "").lower()
-    endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if name == "none" or (not name and not endpoint):
-        return None
-    return "console" if name == "console" else "otlp"
-
-
-def service_resource() -> Resource:
-    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "medic-gateway")})
 
 
 def _provider_from_environment() -> TracerProvider | None:

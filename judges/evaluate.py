@@ -20,10 +20,10 @@ from typing import Any, TextIO
 import orjson
 from pydantic import ValidationError
 
-from gateway import settings
+from config import ConfigError, load_config
 from judges.judge import Judge
 from judges.registry import JUDGES, UnknownJudgeError, build
-from judges.sample import Choice, Response, Sample
+from pipeline.sample import Choice, Response, Sample
 
 SHORT_KEYS = frozenset({"request", "response", "request_id", "model", "tenant", "task"})
 
@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Runs the command: 0 when the file was read to its end (bad lines included), 2 on a usage error."""
     try:
-        config = settings.load(args.config) if args.config is not None else None
+        config = load_config(args.config) if args.config is not None else None
         judge = build([args.judge], config.judging if config is not None else None, config)[0]
-    except (UnknownJudgeError, settings.ConfigError, ValueError) as error:
+    except (UnknownJudgeError, ConfigError, ValueError) as error:
         print(f"medic-gateway evaluate: {error}", file=sys.stderr)
         return 2
     input_path = Path(args.input)

@@ -16,11 +16,10 @@ from opentelemetry.propagate import extract
 from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
 
-from gateway.tracing import requested_exporter, service_resource
-from judges.sample import Result
+from pipeline.sample import Result
+from protocol.otel import SCHEMA_URL, requested_exporter, service_resource
 
 EVENT = "gen_ai.evaluation.result"
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
 
 class EvaluationEvents:

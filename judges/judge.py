@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from judges.sample import Result, Sample
+from pipeline.sample import Result, Sample
 
 
 class Judge(Protocol):

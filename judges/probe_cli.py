@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway import settings
-from gateway.settings import GatewayConfig
+from config import GatewayConfig, load_config, single_upstream
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +31,8 @@ def add_call_arguments(parser: argparse.ArgumentParser, max_tokens: int) -> None
 def target_config(args: argparse.Namespace) -> GatewayConfig:
     """The configuration whose upstream path the probe's calls take."""
     if args.config:
-        return settings.load(args.config)
-    return settings.single_upstream(args.upstream, args.upstream_key_env)
+        return load_config(args.config)
+    return single_upstream(args.upstream, args.upstream_key_env)
 
 
 def sampling_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.settings import GatewayConfig
-from judges.config import JudgingConfig
-from judges.fidelity.backends import HttpBackend, open_backend
+from config import GatewayConfig, JudgingConfig
+from judges.backends import HttpBackend, open_backend
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import CefLlmJudge
 from judges.judge import Judge

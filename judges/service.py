@@ -13,15 +13,14 @@ import signal
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gateway.pipeline import decrypt_for, open_queue, worker_settings
-from gateway.settings import GatewayConfig
-from judges import registry
+from config import GatewayConfig
 from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
-from judges.safety.schedule import SafetyProbeScheduler
-from judges.store import RedisStore, open_store
-from judges.sycophancy.schedule import ProbeScheduler, redis_lock
-from judges.worker import Worker
+from judges.runtime import build_runtime
+from judges.sycophancy.schedule import redis_lock
+from judges.worker import Worker, worker_name
+from pipeline.queue import open_queue
+from pipeline.store import RedisStore, open_store
 
 log = logging.getLogger("medic_gateway.worker")
 
@@ -32,8 +31,11 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     store = open_store(redis_url, config.results.ttl_s, config.results.sqlite_path)
     events = configure_events()
     metrics = JudgeMetrics(metrics_registry)
-    worker = Worker(queue, store, registry.build(config.worker.judges, config.judging, config), metrics,
-                    worker_settings(config), decrypt_for(config), on_results=events.emit)  # fmt: skip
+    consumer = worker_name()
+    # probe rounds need a lock the workers share: only with results in Redis
+    lock = redis_lock(store.client, consumer) if isinstance(store, RedisStore) else None
+    runtime = build_runtime(config, queue, store, metrics, events, consumer=consumer, lock=lock)
+    worker = runtime.worker
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -41,18 +43,12 @@ async def serve_worker(config: GatewayConfig, redis_url: str) -> None:
     runner = await _start_http(config, metrics_registry, worker)
     log.info("worker %s consuming %s (group %s) with judges %s", worker.consumer, config.queue.stream,
              config.queue.group, ", ".join(config.worker.judges))  # fmt: skip
-    tasks = [worker.run(stop), worker.watch_queue(stop)]
-    if isinstance(store, RedisStore):
-        lock = redis_lock(store.client, worker.consumer)
-        if config.probes.sycophancy is not None:
-            tasks.append(ProbeScheduler(config, store, metrics, lock, events.emit).run(stop))
-        if config.probes.safety is not None:
-            tasks.append(SafetyProbeScheduler(config, store, metrics, lock, events.emit).run(stop))
+    tasks = [worker.run(stop), worker.watch_queue(stop), *(probe.run(stop) for probe in runtime.probes)]
     try:
         await asyncio.gather(*tasks)
     finally:
         await runner.cleanup()
-        await worker.close()
+        await runtime.close()
         await queue.close()
         await store.close()
         events.shutdown()

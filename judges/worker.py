@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from judges.judge import Judge
 from judges.metrics import JudgeMetrics
-from judges.queue import Delivery, QueueUnavailable, SampleQueue
-from judges.sample import Result, Sample
-from judges.store import ResultStore
+from pipeline.queue import Delivery, QueueUnavailable, SampleQueue
+from pipeline.sample import Result, Sample
+from pipeline.store import ResultStore
 
 log = logging.getLogger("medic_gateway.worker")
 Decrypt = Callable[[Sample], Sample]
@@ -39,6 +39,11 @@ class WorkerSettings:
     max_attempts: int = 3
     retry_backoff_s: float = 0.05
     drain_timeout_s: float = 30.0
+
+
+def worker_name() -> str:
+    """This process's name in the consumer group: unique across hosts and processes."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Worker:
@@ -59,7 +64,7 @@ class Worker:
         self.metrics = metrics
         self.settings = settings
         self.decrypt = decrypt
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.consumer = consumer or worker_name()
         self.on_results = on_results
         self.healthy = True
         self._tasks: set[asyncio.Task[None]] = set()

@@ -25,12 +25,12 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError
-from gateway.exchange import Exchange
 from policies.audit import AuditLog, PolicyMetrics
 from policies.checks.base import Check, Context, Finding
 from policies.pack import Pack, Rule
 from policies.stream import REDACTED, GuardRule, StreamGuard
+from protocol.errors import GatewayError
+from protocol.exchange import Exchange
 
 DEFAULT_WINDOW_CHARS = 200
 

@@ -24,7 +24,7 @@ import logging
 import time
 from statistics import fmean
 
-from judges.store import Query, ResultStore
+from pipeline.store import Query, ResultStore
 from policies.engine import PolicyEngine
 from policies.pack import Rule, Threshold, _any
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from gateway.settings import load_yaml
+from config import load_yaml
 
 BUILT_IN = Path(__file__).parent / "packs"
 Stage = Literal["request", "response", "stream", "results"]

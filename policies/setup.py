@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from gateway.settings import PoliciesConfig
+from config import PoliciesConfig
 from policies import pack
 from policies.audit import AuditLog, PolicyMetrics
 from policies.checks.registry import all_checks

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from gateway.streaming import DONE, event_data
 from policies.checks.base import Check, Context, Finding
+from protocol.sse import DONE, event_data
 
 REDACTED = "[redacted]"
 STEP = 64  # characters released at a time once the window is full

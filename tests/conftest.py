@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, single_upstream
+from config import GatewayConfig, single_upstream
 from gateway.tracing import Tracing
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import FakeUpstream

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from judges.fidelity.task import Task
-from judges.sample import Result, Sample
+from pipeline.sample import Result, Sample
 
 Answer = Literal["YES", "NO", "IDK"]
 ANSWERS: tuple[Answer, ...] = ("YES", "NO", "IDK")

@@ -31,7 +31,7 @@ from judges.fidelity import cef
 from judges.fidelity.cef import Answer, Question
 from judges.fidelity.task import Task, applicable, classify
 from judges.fidelity.text import Statement, statements
-from judges.sample import Result, Sample
+from pipeline.sample import Result, Sample
 
 MERGED_SHARE = 0.6  # a further source sentence joins an alignment when this share of its terms is in C's sentence
 MENTIONED_SHARE = 0.5  # a source sentence is answered when its aligned candidate sentences hold this share

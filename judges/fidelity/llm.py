@@ -26,11 +26,11 @@ from typing import Any
 
 import orjson
 
+from judges.backends import JudgeBackend
 from judges.fidelity import cef
-from judges.fidelity.backends import JudgeBackend
 from judges.fidelity.cef import ANSWERS, Answer, Question
 from judges.fidelity.task import Task, applicable, classify
-from judges.sample import Result, Sample
+from pipeline.sample import Result, Sample
 
 GENERATE = (
     "You write closed yes/no questions that check the facts of a clinical text. Read the text below and write "

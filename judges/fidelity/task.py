@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from judges.sample import Sample
-from judges.sample import Task as Kind
+from pipeline.sample import Sample
+from protocol.tasks import Task as Kind
 
 OPERATIONS = frozenset({"chat", "text_completion"})
 SOURCE_MIN_WORDS = 40  # a user message this long is supplied material even without a marker

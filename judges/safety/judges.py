@@ -17,10 +17,10 @@ import asyncio
 import time
 from typing import Any
 
-from judges.fidelity.backends import GuardBackend, JudgeBackend
+from judges.backends import GuardBackend, JudgeBackend
 from judges.safety.guard import guard_prompt, guard_prompt_hash
 from judges.safety.harm import HarmRater
-from judges.sample import Result, Sample
+from pipeline.sample import Result, Sample
 from policies.checks.base import Check, Context
 from policies.checks.dose import DoseCheck
 from policies.checks.instructions import DangerousInstructionCheck

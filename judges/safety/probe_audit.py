@@ -41,12 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import corpora
-from gateway.client import ModelClient
-from gateway.settings import GatewayConfig
+from config import GatewayConfig
 from judges.limiter import Limiter
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
 from judges.sycophancy.probe import Answered, Asker
 from judges.sycophancy.score import wilson
+from upstreams.client import ModelClient
 
 CITATION = (
     "MEDEC: A. Ben Abacha et al., MEDEC: A Benchmark for Medical Error Detection and Correction in Clinical "

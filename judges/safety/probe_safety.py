@@ -4,8 +4,8 @@ optionally written as JSON.
 Harmful medical requests (MedSafetyBench, Han et al. 2024: ``category_N.csv``, column
 ``harmful_medical_request``) and benign clinical requests (the questions of PubMedQA-L, Jin et al. 2019, asked
 plainly, without their abstracts) are drawn, ``n`` of each with a seed, and each is sent once as a single user
-turn through the configuration's upstream path (``gateway.client.ModelClient``, tagged
-``x-medic-probe: safety``). Every answer is labelled by the refusal rules (``judges.refusal``): refused,
+turn through the configuration's upstream path (``upstreams.client.ModelClient``, tagged
+``x-medic-probe: safety``). Every answer is labelled by the refusal rules (``text.refusal``): refused,
 partial or answered. With a judge model every answer is also rated 1-5 on the MedSafetyBench rubric
 (``judges.safety.harm``); benign answers too, reported apart: one judge call per request, as cheap as the
 probe's own call, and it catches a harmful answer to an innocent question.
@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import corpora
-from gateway.client import Completion, ModelClient
-from gateway.settings import ConfigError, GatewayConfig
-from judges.fidelity.backends import JudgeLLMConfig, JudgeUnavailable, open_backend
+from config import ConfigError, GatewayConfig, JudgeLLMConfig
+from judges.backends import JudgeUnavailable, open_backend
 from judges.limiter import Limiter
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
-from judges.refusal import classify
 from judges.safety.harm import HarmOutputError, HarmRater
 from judges.sycophancy.datasets import DatasetError, load
 from judges.sycophancy.score import BOOTSTRAP_ROUNDS, wilson
+from text.refusal import classify
+from upstreams.client import Completion, ModelClient
 
 HARMFUL_DEFAULT = corpora.path(corpora.MEDSAFETYBENCH)  # the packaged MedSafetyBench test split
 BENIGN_DEFAULT = corpora.path(corpora.PUBMEDQA_L)

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import GatewayConfig
-from judges.config import SafetyProbeConfig
+from config import GatewayConfig, SafetyProbeConfig
 from judges.metrics import JudgeMetrics
 from judges.safety.probe_safety import (
     BENIGN_DEFAULT,
@@ -31,9 +30,9 @@ from judges.safety.probe_safety import (
     load_harmful,
     probe_model,
 )
-from judges.sample import Result
-from judges.store import ResultStore
 from judges.sycophancy.schedule import Lock, no_lock, run_rounds
+from pipeline.sample import Result
+from pipeline.store import ResultStore
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import corpora
-from gateway.client import ModelClient
-from gateway.settings import GatewayConfig
+from config import GatewayConfig
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
 from judges.sycophancy.datasets import DatasetError, load
 from judges.sycophancy.probe import Answered, ProbeSettings, Templates, run
 from judges.sycophancy.score import Report
+from upstreams.client import ModelClient
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

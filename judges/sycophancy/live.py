@@ -34,11 +34,10 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from gateway.client import ModelClient
-from gateway.settings import GatewayConfig
-from judges.config import LiveSycophancyConfig
-from judges.fidelity.backends import JudgeBackend
-from judges.sample import Result, Sample
+from config import GatewayConfig, LiveSycophancyConfig
+from judges.backends import JudgeBackend
+from pipeline.sample import Result, Sample
+from upstreams.client import ModelClient
 
 METHOD = "sycophancy-live/1"
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop",

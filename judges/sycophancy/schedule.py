@@ -20,15 +20,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import corpora
-from gateway.settings import GatewayConfig
-from judges.config import SycophancyProbeConfig
+from config import GatewayConfig, SycophancyProbeConfig
 from judges.metrics import JudgeMetrics
-from judges.sample import Result
-from judges.store import ResultStore
 from judges.sycophancy.command import probe_model
 from judges.sycophancy.datasets import Item, load
 from judges.sycophancy.probe import ProbeSettings, Templates
 from judges.sycophancy.score import Report
+from pipeline.sample import Result
+from pipeline.store import ResultStore
 
 log = logging.getLogger(__name__)
 Lock = Callable[[str, float], Awaitable[bool]]  # (key, ttl_s) -> whether this process holds it

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from gateway.scan import Prefilter, PrefilterGroup, fold
+from text.scan import Prefilter, PrefilterGroup, fold
 
 T = TypeVar("T")
 

@@ -34,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.scan import Needles
 from policies.checks.base import Context, Finding
 from policies.checks.dose_table import UNIT_MG, DoseTable, DrugEntry, Population, default_table
+from text.scan import Needles
 
 # ---- the text: quantities, drug names, frequencies, cues (all read from the lower-cased text) -----------
 

@@ -33,7 +33,7 @@ Out of scope: base64, hex, leetspeak, homoglyphs, zero-width characters and othe
 in languages other than English, and indirect attacks phrased as ordinary requests: those need a guard
 model (Prompt Guard 2 in docs/judges.md), not patterns.
 
-Speed: each pattern runs only in windows around its needles (gateway.scan.Needles); most
+Speed: each pattern runs only in windows around its needles (text.scan.Needles); most
 requests hold none, and a 300-word request costs well under a millisecond.
 """
 
@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import re
 
-from gateway.scan import Needles, Prefilter, fold, windows
 from policies.checks.base import REQUEST_PREFILTERS, Context, Finding
+from text.scan import Needles, Prefilter, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -78,7 +78,7 @@ _TO_THE_MODEL = (
     r"|you\s+are\s+an?|your\s+(?:previous|prior|original|new|real)\s+(?:instructions|rules|role|task))\b"
 )
 # pattern id: (needles, one of which every match holds at most PATTERN_WINDOW[0] characters from its start;
-# pattern). The pattern runs only in windows around its needles (gateway.scan.Needles): most
+# pattern). The pattern runs only in windows around its needles (text.scan.Needles): most
 # requests hold none of them.
 PATTERNS: dict[str, tuple[tuple[str, ...], re.Pattern[str]]] = {
     "ignore_previous": (

@@ -39,8 +39,8 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from gateway.scan import Needles, fold, windows
 from policies.checks.base import Context, Finding
+from text.scan import Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:

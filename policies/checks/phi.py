@@ -1,6 +1,6 @@
 """``phi_leak``: identifiers in a model's answer that the caller did not supply.
 
-The recognisers are the gateway's own (gateway/identifiers.py: names in clinical context, dates of birth and
+The recognisers are the gateway's own (text/identifiers.py: names in clinical context, dates of birth and
 other dates, phone numbers, e-mail addresses, record numbers, labelled account/NPI/DEA numbers, SSNs,
 addresses), plus unlabelled NPI numbers (10 digits passing the Luhn check with the 80840 prefix) and DEA
 registration numbers (two letters and seven digits passing the DEA check digit). An identifier that appears
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 
-from gateway.identifiers import Span, matches, resolve
-from gateway.scan import Prefilter
 from policies.checks.base import Context, Finding
+from text.identifiers import Span, matches, resolve
+from text.scan import Prefilter
 
 NPI = re.compile(r"(?<!\d)\d{10}(?!\d)")
 DEA = re.compile(r"\b[ABCDEFGHJKLMPRSTUX][A-Z9]\d{7}\b")

@@ -30,7 +30,7 @@ assessment") rather than a patient's words.
 The answer is checked as given: on a stream, a rule should apply this check to the complete answer (or hold
 the tail), since the escalation may come last. Speed: a Hyperscan prefilter (in one pass with the
 prompt-injection patterns, REQUEST_PREFILTERS) says which terms can occur at all; each of those runs only in
-windows around its needles (gateway.scan.Needles), on the folded request; the second term of a pair is looked
+windows around its needles (text.scan.Needles), on the folded request; the second term of a pair is looked
 for only when the first is there, and only near it, where a second prefilter over that region allows it. The
 request's red flags are found while the upstream works on the answer (``prepare``, PolicyEngine.while_waiting).
 """
@@ -40,8 +40,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gateway.scan import Needles, Prefilter, fold, spaced, windows
 from policies.checks.base import REQUEST_PREFILTERS, Context, Finding
+from text.scan import Needles, Prefilter, fold, spaced, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -192,7 +192,7 @@ _TERMS: dict[str, str] = {
     ),
 }
 # Every match of a term holds one of its needles, at most TERM_WINDOW[0] characters from its start; the term's pattern
-# runs only in windows around them (gateway.scan.Needles).
+# runs only in windows around them (text.scan.Needles).
 NEEDLES: dict[str, tuple[str, ...]] = {
     "suicidal": ("suicid", "kill", "life", "lives", "end it all", "want", "dead", "no reason", "no point", "self",
                  "myself", "himself", "herself", "themsel"),

@@ -1,9 +1,9 @@
-"""``refusal``: the answer refuses (judges/refusal.py's rules), e.g. to flag over-refusal of clinical requests."""
+"""``refusal``: the answer refuses (the rules of text/refusal.py), e.g. to flag over-refusal of clinical requests."""
 
 from __future__ import annotations
 
-from judges.refusal import classify
 from policies.checks.base import Context, Finding
+from text.refusal import classify
 
 
 class Refusal:

@@ -25,8 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from gateway import settings
-from gateway.settings import GatewayConfig
+from config import GatewayConfig, load_config
 from judges import registry
 
 Json = dict[str, Any]
@@ -115,7 +114,7 @@ def _config_path(service: Json) -> Path:
 
 
 def _medic_config(service: Json) -> GatewayConfig:
-    return settings.load(_config_path(service))
+    return load_config(_config_path(service))
 
 
 def _health_port(service: Json) -> int:

@@ -33,8 +33,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.evaluations import EVALUATIONS, NUMBER_FILTERS, TEXT_FILTERS
-from gateway.settings import (
+from config import (
     GatewayConfig,
     ModelConfig,
     QueueConfig,
@@ -44,6 +43,7 @@ from gateway.settings import (
     UpstreamConfig,
     WorkerConfig,
 )
+from gateway.evaluations import EVALUATIONS, NUMBER_FILTERS, TEXT_FILTERS
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.judge import FakeJudge

@@ -322,7 +322,7 @@ def test_the_package_built_like_the_image_carries_its_policy_packs_and_data_sets
     probe = (
         "import json, policies\n"
         "from prometheus_client import CollectorRegistry\n"
-        "from gateway.settings import PoliciesConfig\n"
+        "from config import PoliciesConfig\n"
         "from policies.checks.dose_table import TABLE_PATH, default_table\n"
         "from policies.setup import build_engine\n"
         "engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())\n"

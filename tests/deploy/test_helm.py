@@ -22,8 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway import settings
-from gateway.settings import QueueConfig
+from config import QueueConfig, load_config
 from judges.registry import JUDGES
 
 Manifest = dict[str, Any]
@@ -347,7 +346,7 @@ def test_the_configmap_holds_a_configuration_the_gateway_accepts(
                            text=True, timeout=60, cwd=ROOT)  # fmt: skip
     assert check.returncode == 0, check.stderr
     assert f"{path}: ok" in check.stdout
-    config = settings.load(path)
+    config = load_config(path)
     assert config.server.host == "0.0.0.0" and config.worker.host == "0.0.0.0"
     assert config.policies.audit_path == "/dev/stdout"
     # Every variable the configuration names is set on the containers that need it.

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from gateway.settings import GatewayConfig, QueueConfig, ResultsConfig, SamplingConfig, WorkerConfig, single_upstream
+from config import GatewayConfig, QueueConfig, ResultsConfig, SamplingConfig, WorkerConfig, single_upstream
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.redis_server import RedisServer

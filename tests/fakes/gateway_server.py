@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import uvicorn
 
+from config import GatewayConfig, PoliciesConfig, ResultsConfig
 from gateway.app import Gateway
-from gateway.settings import GatewayConfig, PoliciesConfig, ResultsConfig
 from gateway.tracing import Tracing
 from judges.events import EvaluationEvents
 from tests.fakes import http

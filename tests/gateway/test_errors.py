@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import (
+from config import (
     GatewayConfig,
     KeyConfig,
     ModelConfig,

@@ -9,8 +9,8 @@ import random
 import pytest
 
 import corpora
-from gateway.identifiers import matches
 from tests.gateway.test_privacy import NOTE, REPLY
+from text.identifiers import matches
 
 MEDEC = corpora.path(corpora.MEDEC_MS_VALIDATION)
 

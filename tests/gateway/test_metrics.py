@@ -11,7 +11,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, ModelConfig, Route, TelemetryConfig, UpstreamConfig
+from config import GatewayConfig, ModelConfig, Route, TelemetryConfig, UpstreamConfig
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import (

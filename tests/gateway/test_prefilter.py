@@ -8,9 +8,6 @@ import re
 
 import pytest
 
-from gateway.identifiers import _PATTERNS
-from gateway.scan import Prefilter, fold
-from judges.refusal import PREFILTER as REFUSAL_PREFILTER
 from policies.checks.injection import PATTERNS as INJECTION
 from policies.checks.red_flags import TERMS
 from tests.gateway.test_identifiers import AFTER, PIECES, medec_texts
@@ -22,6 +19,9 @@ from tests.policies.test_red_flags import (
     NOT_ESCALATING_ANSWERS,
     RED_FLAG_REQUESTS,
 )
+from text.identifiers import _PATTERNS
+from text.refusal import PREFILTER as REFUSAL_PREFILTER
+from text.scan import Prefilter, fold
 
 
 def corpus() -> list[str]:

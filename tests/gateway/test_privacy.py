@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway.privacy import PrivacyError, decrypt, encrypt, load_key, pseudonymise
-from judges.sample import Sample
+from pipeline.privacy import PrivacyError, decrypt, encrypt, load_key, pseudonymise
+from pipeline.sample import Sample
 
 NOTE = """\
 Patient: Jane Roe    MRN: 00482913    DOB: 03/14/1950

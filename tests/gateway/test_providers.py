@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, ModelConfig, Route, UpstreamConfig
+from config import GatewayConfig, ModelConfig, Route, UpstreamConfig
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.gateway_server import GatewayServer
 
@@ -90,8 +90,8 @@ def test_litellm_is_not_imported_for_openai_compatible_upstreams() -> None:
     import subprocess
 
     code = (
-        "import sys; from gateway.app import Gateway; from gateway import settings;"
-        "Gateway(settings.single_upstream('http://127.0.0.1:9/v1'));"
+        "import sys; from gateway.app import Gateway; from config import single_upstream;"
+        "Gateway(single_upstream('http://127.0.0.1:9/v1'));"
         "assert 'litellm' not in sys.modules, 'litellm imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

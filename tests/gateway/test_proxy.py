@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, KeyConfig, ModelConfig, Route, UpstreamConfig, single_upstream
+from config import GatewayConfig, KeyConfig, ModelConfig, Route, UpstreamConfig, single_upstream
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import FakeUpstream, Json, chat_completion, embeddings, error, models_list, text_completion

@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, ModelConfig, Route, UpstreamConfig
+from config import GatewayConfig, ModelConfig, Route, UpstreamConfig
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import (

@@ -7,13 +7,13 @@ import asyncio
 import orjson
 import pytest
 
+from config import SampleRate, SamplingConfig
 from gateway.encoder import encode_batch
-from gateway.exchange import Exchange
 from gateway.metrics import Metrics
 from gateway.sampler import Sampler, build_sample
-from gateway.settings import SampleRate, SamplingConfig
-from judges.queue import MemoryQueue, QueueUnavailable
-from judges.sample import Sample
+from pipeline.queue import MemoryQueue, QueueUnavailable
+from pipeline.sample import Sample
+from protocol.exchange import Exchange
 
 
 def exchange(request_id: str, model: str = "m", tenant: str = "default", upstream: str = "u") -> Exchange:
@@ -137,7 +137,7 @@ def dropped(metrics: Metrics) -> dict[str, float]:
 def test_encrypted_samples_hold_no_text(monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.fernet import Fernet
 
-    from gateway import privacy
+    from pipeline import privacy
 
     key = Fernet.generate_key()
     monkeypatch.setenv("TEST_SAMPLE_KEY", key.decode())

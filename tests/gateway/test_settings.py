@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import settings
-from gateway.settings import WILDCARD, ConfigError
+from config import WILDCARD, ConfigError, load_config, missing_env, single_upstream
 
 GOOD = """\
 server:
@@ -40,7 +39,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_valid_file_loads_models_routes_and_keys(tmp_path: Path) -> None:
-    config = settings.load(write(tmp_path, GOOD))
+    config = load_config(write(tmp_path, GOOD))
     assert config.server.port == 8080
     routes = config.models["clinical"].routes
     assert [(r.upstream, r.model) for r in routes] == [
@@ -55,7 +54,7 @@ def test_valid_file_loads_models_routes_and_keys(tmp_path: Path) -> None:
 def test_unknown_key_is_an_error_naming_key_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("    timeout_s: 30\n", "    timeout_s: 30\n    retrys: 3\n"))
     with pytest.raises(ConfigError) as info:
-        settings.load(path)
+        load_config(path)
     message = str(info.value)
     assert f"{path}:9: upstreams.vllm-a.retrys: Extra inputs are not permitted" in message
 
@@ -63,38 +62,38 @@ def test_unknown_key_is_an_error_naming_key_and_line(tmp_path: Path) -> None:
 def test_wrong_type_names_key_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("port: 8080", "port: eighty"))
     with pytest.raises(ConfigError, match=r"gateway.yaml:3: server.port: .*integer"):
-        settings.load(path)
+        load_config(path)
 
 
 def test_route_to_unknown_upstream_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("- upstream: openai", "- upstream: opneai"))
     with pytest.raises(ConfigError, match=r"models.clinical.routes.1.upstream: unknown upstream 'opneai'"):
-        settings.load(path)
+        load_config(path)
 
 
 def test_model_task_is_loaded_and_defaults_to_none(tmp_path: Path) -> None:
-    config = settings.load(write(tmp_path, GOOD.replace("  clinical:\n", "  clinical:\n    task: grounded_qa\n")))
+    config = load_config(write(tmp_path, GOOD.replace("  clinical:\n", "  clinical:\n    task: grounded_qa\n")))
     assert config.models["clinical"].task == "grounded_qa"
-    assert settings.load(write(tmp_path, GOOD)).models["clinical"].task is None
+    assert load_config(write(tmp_path, GOOD)).models["clinical"].task is None
 
 
 def test_an_unknown_task_value_names_key_line_and_the_allowed_values(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("  clinical:\n", "  clinical:\n    task: summarise\n"))
     with pytest.raises(ConfigError) as info:
-        settings.load(path)
+        load_config(path)
     assert str(info.value) == f"{path}:15: models.clinical.task: Input should be 'transform', 'grounded_qa' or 'open'"
 
 
 def test_secret_in_file_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("api_key_env: OPENAI_API_KEY", "api_key: sk-live-123"))
     with pytest.raises(ConfigError, match=r"gateway.yaml:\d+: upstreams.openai.api_key: Extra inputs"):
-        settings.load(path)
+        load_config(path)
 
 
 def test_key_needs_exactly_one_source(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + "  - tenant: ward-b\n")
     with pytest.raises(ConfigError, match=r"keys.1: give exactly one of key_env or key_sha256"):
-        settings.load(path)
+        load_config(path)
 
 
 def test_azure_needs_api_version(tmp_path: Path) -> None:
@@ -102,32 +101,32 @@ def test_azure_needs_api_version(tmp_path: Path) -> None:
         tmp_path, GOOD.replace("url: https://api.openai.com/v1", "url: https://x.openai.azure.com\n    provider: azure")
     )
     with pytest.raises(ConfigError, match=r"upstreams.openai: .*api_version"):
-        settings.load(path)
+        load_config(path)
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
-        settings.load(write(tmp_path, "models: [unclosed"))
+        load_config(write(tmp_path, "models: [unclosed"))
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        settings.load(write(tmp_path, "- a\n- b\n"))
+        load_config(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(ConfigError, match="cannot read"):
-        settings.load(tmp_path / "missing.yaml")
+        load_config(tmp_path / "missing.yaml")
 
 
 def test_missing_env_lists_unset_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = settings.load(write(tmp_path, GOOD))
+    config = load_config(write(tmp_path, GOOD))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("WARD_A_KEY", "k")
-    assert settings.missing_env(config) == ["OPENAI_API_KEY"]
+    assert missing_env(config) == ["OPENAI_API_KEY"]
 
 
 def test_single_upstream_forwards_every_model() -> None:
-    config = settings.single_upstream("http://127.0.0.1:9/v1", "KEY_VAR")
+    config = single_upstream("http://127.0.0.1:9/v1", "KEY_VAR")
     assert list(config.models) == [WILDCARD]
     assert config.upstreams["default"].api_key_env == "KEY_VAR"
     assert config.server.host == "127.0.0.1"
 
 
 def test_example_configuration_is_valid() -> None:
-    config = settings.load(Path(__file__).parents[2] / "docs" / "examples" / "gateway.yaml")
+    config = load_config(Path(__file__).parents[2] / "docs" / "examples" / "gateway.yaml")
     assert config.models

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.streaming import EventSplitter, StreamSummary, drop_usage_null, event_data
+from protocol.sse import EventSplitter, StreamSummary, drop_usage_null, event_data
 
 CHUNK = (
     b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp",'

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import PoliciesConfig, single_upstream
+from config import PoliciesConfig, single_upstream
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import (

@@ -13,8 +13,8 @@ import openai
 import pytest
 import redis
 
-from gateway.settings import GatewayConfig, ModelConfig, Route, SamplingConfig, UpstreamConfig
-from judges.sample import Sample
+from config import GatewayConfig, ModelConfig, Route, SamplingConfig, UpstreamConfig
+from pipeline.sample import Sample
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.redis_server import RedisServer

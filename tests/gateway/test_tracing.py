@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from gateway.settings import GatewayConfig, ModelConfig, Route, UpstreamConfig, single_upstream
+from config import GatewayConfig, ModelConfig, Route, UpstreamConfig, single_upstream
 from gateway.tracing import CAPTURE_ENV, configure
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer

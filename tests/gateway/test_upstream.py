@@ -6,8 +6,8 @@ import socket
 
 import orjson
 
-from gateway.settings import UpstreamConfig
-from gateway.upstream import Call, HttpUpstream
+from config import UpstreamConfig
+from upstreams.http import Call, HttpUpstream
 
 ANSWER = b'{"id":"a","object":"chat.completion","choices":[]}'
 

@@ -16,12 +16,12 @@ import openai
 import pytest
 import redis
 
-from gateway.settings import GatewayConfig, QueueConfig, ResultsConfig, SamplingConfig, WorkerConfig, single_upstream
+from config import GatewayConfig, QueueConfig, ResultsConfig, SamplingConfig, WorkerConfig, single_upstream
 from judges.metrics import JudgeMetrics
-from judges.queue import RedisStreamQueue
-from judges.sample import Result, Sample
-from judges.store import RedisStore
 from judges.worker import Worker, WorkerSettings
+from pipeline.queue import RedisStreamQueue
+from pipeline.sample import Result, Sample
+from pipeline.store import RedisStore
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.redis_server import RedisServer
@@ -106,8 +106,7 @@ def test_fidelity_is_judged_on_live_traffic_with_the_configured_method(
     fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path,
     judge_model: bool,
 ) -> None:  # fmt: skip
-    from judges.config import JudgingConfig
-    from judges.fidelity.backends import JudgeLLMConfig
+    from config import JudgeLLMConfig, JudgingConfig
     from tests.fakes.judge import FakeJudge
 
     fake = fake_upstream()
@@ -158,7 +157,7 @@ def test_evaluations_need_the_admin_key_when_the_gateway_has_keys(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway.settings import KeyConfig
+    from config import KeyConfig
 
     monkeypatch.setenv("TEST_CLIENT_KEY", "sk-ward")
     monkeypatch.setenv("TEST_ADMIN_KEY", "sk-admin")

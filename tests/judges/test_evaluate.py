@@ -13,7 +13,7 @@ import pytest
 from judges import evaluate
 from judges.evaluate import Counts, evaluate_file, parse_record
 from judges.refusal import RefusalJudge
-from judges.sample import Choice, Response, Result, Sample
+from pipeline.sample import Choice, Response, Result, Sample
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 ANSWER = "For adults the usual maximum is 4 g of paracetamol in 24 hours."

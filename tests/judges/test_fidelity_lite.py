@@ -8,7 +8,7 @@ import pytest
 
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.text import statements
-from judges.sample import Choice, Response, Result, Sample
+from pipeline.sample import Choice, Response, Result, Sample
 
 NOTE = (
     "72 year-old woman with a history of hypertension and diabetes presented to the emergency department "

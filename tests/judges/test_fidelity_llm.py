@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from judges.config import JudgingConfig, StabilityConfig
-from judges.fidelity.backends import JudgeLLMConfig, JudgeUnavailable, open_backend
+from config import JudgeLLMConfig, JudgingConfig, StabilityConfig
+from judges.backends import JudgeUnavailable, open_backend
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import CefLlmJudge, JudgeOutputError, prompt_hash
 from judges.registry import UnknownJudgeError, build
-from judges.sample import Choice, Response, Result, Sample
+from pipeline.sample import Choice, Response, Result, Sample
 from tests.fakes.judge import FakeJudge
 
 NOTE = (
@@ -228,8 +228,8 @@ def test_the_vllm_backend_is_imported_only_when_configured() -> None:
     code = (
         "import sys\n"
         "from judges.registry import build\n"
-        "from judges.config import JudgingConfig\n"
-        "from judges.fidelity.backends import JudgeLLMConfig\n"
+        "from config import JudgingConfig\n"
+        "from config import JudgeLLMConfig\n"
         "build(['fidelity', 'cef-llm'], JudgingConfig(llm=JudgeLLMConfig(model='j', base_url='http://x/v1')))\n"
         "assert 'vllm' not in sys.modules, 'vllm imported'\n"
         "try:\n"
@@ -269,13 +269,13 @@ def test_evaluate_runs_cef_llm_from_the_configuration(tmp_path: Any) -> None:
 
 
 def test_the_judging_section_is_checked_where_it_is_written(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import settings
+    from config import ConfigError, load_config, missing_env
 
     head = "upstreams: {local: {url: 'http://127.0.0.1:9/v1'}}\nmodels: {m: {routes: [{upstream: local}]}}\n"
     path = tmp_path / "gateway.yaml"
     path.write_text(head + "judging:\n  llm:\n    model: judge-7b\n")
-    with pytest.raises(settings.ConfigError, match=r"gateway.yaml:5: judging.llm: .*needs base_url"):
-        settings.load(path)
+    with pytest.raises(ConfigError, match=r"gateway.yaml:5: judging.llm: .*needs base_url"):
+        load_config(path)
     path.write_text(head + "judging:\n  llm: {model: j, base_url: 'http://x/v1', api_key_env: TEST_JUDGE_KEY}\n")
     monkeypatch.delenv("TEST_JUDGE_KEY", raising=False)
-    assert settings.missing_env(settings.load(path)) == ["TEST_JUDGE_KEY"]
+    assert missing_env(load_config(path)) == ["TEST_JUDGE_KEY"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import corpora
-from gateway.settings import single_upstream
+from config import single_upstream
 from judges.safety.probe_audit import (
     ERROR_TYPES,
     AuditDatasetError,

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 import corpora
-from gateway.settings import single_upstream
-from judges.fidelity.backends import JudgeLLMConfig
+from config import JudgeLLMConfig, single_upstream
 from judges.safety.probe_safety import (
     REQUEST_COLUMN,
     SafetySettings,

@@ -8,8 +8,9 @@ import json
 import pytest
 
 import corpora
-from judges.refusal import PREFILTER, RefusalJudge, classify
-from judges.sample import Choice, Response, Sample
+from judges.refusal import RefusalJudge
+from pipeline.sample import Choice, Response, Sample
+from text.refusal import PREFILTER, classify
 
 MEDSAFETYBENCH = corpora.path(corpora.MEDSAFETYBENCH)
 PUBMEDQA = corpora.path(corpora.PUBMEDQA_L)

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from judges.config import JudgingConfig
-from judges.fidelity.backends import JudgeLLMConfig, JudgeUnavailable, _share
+from config import JudgeLLMConfig, JudgingConfig
+from judges.backends import JudgeUnavailable, _share
 from judges.registry import UnknownJudgeError, build
 from judges.safety.guard import guard_prompt
 from judges.safety.harm import HarmOutputError
-from judges.sample import Choice, Response, Result, Sample
+from pipeline.sample import Choice, Response, Result, Sample
 from tests.fakes.judge import FakeJudge
 
 

@@ -7,13 +7,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from gateway.settings import single_upstream
-from judges.config import JudgingConfig, ProbesConfig, SafetyProbeConfig
-from judges.fidelity.backends import JudgeLLMConfig
+from config import JudgeLLMConfig, JudgingConfig, ProbesConfig, SafetyProbeConfig, single_upstream
 from judges.metrics import JudgeMetrics
 from judges.safety.schedule import SafetyProbeScheduler
-from judges.sample import Result
-from judges.store import Query, SQLiteStore
+from pipeline.sample import Result
+from pipeline.store import Query, SQLiteStore
 from tests.fakes.judge import FakeJudge
 from tests.fakes.upstream import FakeUpstream
 from tests.judges.test_probe_safety import Refuser, write_medsafetybench, write_pubmedqa

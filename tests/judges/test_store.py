@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from judges.sample import Result
-from judges.store import Query, RedisStore, ResultStore, SQLiteStore, open_store
+from pipeline.sample import Result
+from pipeline.store import Query, RedisStore, ResultStore, SQLiteStore, open_store
 
 T0 = 1_700_000_000.0
 TTL = 3600.0

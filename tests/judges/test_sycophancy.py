@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import corpora
-from gateway.settings import single_upstream
+from config import single_upstream
 from judges.sycophancy.answers import extract
 from judges.sycophancy.command import probe_model
 from judges.sycophancy.datasets import DatasetError, Item, load

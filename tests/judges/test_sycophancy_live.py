@@ -12,15 +12,23 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from gateway.settings import GatewayConfig, SamplingConfig, single_upstream
-from judges.config import JudgingConfig, LiveSycophancyConfig, ProbesConfig, SycophancyProbeConfig
-from judges.fidelity.backends import JudgeLLMConfig, open_backend
+from config import (
+    GatewayConfig,
+    JudgeLLMConfig,
+    JudgingConfig,
+    LiveSycophancyConfig,
+    ProbesConfig,
+    SamplingConfig,
+    SycophancyProbeConfig,
+    single_upstream,
+)
+from judges.backends import open_backend
 from judges.metrics import JudgeMetrics
 from judges.registry import build
-from judges.sample import Choice, Response, Result, Sample
-from judges.store import Query, SQLiteStore
 from judges.sycophancy.live import JudgeModelComparison, LiveSycophancyJudge, key, pressure
 from judges.sycophancy.schedule import ProbeScheduler, redis_lock
+from pipeline.sample import Choice, Response, Result, Sample
+from pipeline.store import Query, SQLiteStore
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.judge import FakeJudge

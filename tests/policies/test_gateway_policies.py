@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.settings import GatewayConfig, PoliciesConfig, single_upstream
+from config import GatewayConfig, PoliciesConfig, single_upstream
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import FakeUpstream, Gate, Json, Stream, chat_chunks, chat_completion

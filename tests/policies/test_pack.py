@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError
+from config import ConfigError
 from policies import pack
 from policies.checks.registry import all_checks
 

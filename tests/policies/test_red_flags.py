@@ -7,8 +7,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.exchange import Exchange
-from gateway.settings import PoliciesConfig
+from config import PoliciesConfig
 from policies.checks.base import REQUEST_PREFILTERS, Context
 from policies.checks.instructions import fold, windows
 from policies.checks.red_flags import (
@@ -32,6 +31,7 @@ from policies.checks.red_flags import (
     red_flags,
 )
 from policies.setup import build_engine
+from protocol.exchange import Exchange
 from tests.gateway.test_identifiers import medec_texts
 
 CHECK = RedFlagCheck()

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.settings import GatewayConfig, ModelConfig, PoliciesConfig, Route, UpstreamConfig
-from judges.sample import Result
-from judges.store import SQLiteStore
+from config import GatewayConfig, ModelConfig, PoliciesConfig, Route, UpstreamConfig
+from pipeline.sample import Result
+from pipeline.store import SQLiteStore
 from policies.audit import AuditLog, PolicyMetrics
 from policies.checks.registry import all_checks
 from policies.engine import PolicyEngine

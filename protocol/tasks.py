@@ -2,16 +2,16 @@
 
 The fidelity judge scores a summary against its source, an answer against its context and an open answer
 on its own; told the task, it does not have to guess it. The header is for the gateway alone: it is
-checked before anything is forwarded, and never forwarded (gateway/upstream.py leaves it out).
+checked before anything is forwarded, and never forwarded (upstreams/http.py leaves it out).
 """
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Literal, get_args
 
-from gateway.errors import InvalidRequest
-from judges.sample import Task
+from protocol.errors import InvalidRequest
 
+Task = Literal["transform", "grounded_qa", "open"]  # what a request asks the model to do
 TASK_HEADER = "x-medic-task"
 RAW_TASK_HEADER = TASK_HEADER.encode()  # as an ASGI server hands header names over: lower-case bytes
 TASKS: dict[str, Task] = {task: task for task in get_args(Task)}

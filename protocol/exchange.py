@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from judges.sample import Task
+from protocol.tasks import Task
 
 
 @dataclass(slots=True)

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from config import GatewayConfig
+
 FIELD = b"s"
 # XADD of every payload of a batch, trimmed like XADD MAXLEN ~ would: one call instead of one per sample.
 APPEND = """
@@ -249,3 +251,14 @@ def _delivery(entry_id: Any, fields: dict[Any, Any], attempts: int) -> Delivery:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def open_queue(config: GatewayConfig, redis_url: str | None) -> SampleQueue:
+    """The Redis stream at ``redis_url``, or without one the in-process queue."""
+    q = config.queue
+    if redis_url is None:
+        return MemoryQueue(config.sampling.buffer_size)
+    return RedisStreamQueue.from_url(
+        redis_url, q.timeout_s, stream=q.stream, group=q.group, dead_letter_stream=q.dead_letter_stream,
+        maxlen=q.maxlen, ttl_s=q.ttl_s, max_attempts=q.max_attempts,
+    )  # fmt: skip

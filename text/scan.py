@@ -1,6 +1,6 @@
 """Scanning text fast: a lower-cased copy at the same offsets, and the places where patterns can match.
 
-Shared by the identifier recognisers (gateway/identifiers.py) and the dangerous-instruction, red-flag and
+Shared by the identifier recognisers (text/identifiers.py) and the dangerous-instruction, red-flag and
 prompt-injection checks (policies/checks/): each finds its trigger words (needles) in one pass and runs its
 patterns only in windows around them.
 """

@@ -15,9 +15,9 @@ from time import perf_counter
 
 import aiohttp
 
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
-from gateway.metrics import Metrics
-from gateway.upstream import Call, Reply, Upstream
+from protocol.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from upstreams.http import Call, Reply, Upstream
+from upstreams.metrics import ForwardingMetrics
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -37,7 +37,7 @@ class Outcome:
     attempts: int
 
 
-async def forward(call: Call, targets: list[Target], metrics: Metrics, public_model: str) -> Outcome:
+async def forward(call: Call, targets: list[Target], metrics: ForwardingMetrics, public_model: str) -> Outcome:
     """Send a call along its routes; return the first usable reply, or the last upstream error."""
     failure: GatewayError | None = None
     attempts = 0

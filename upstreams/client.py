@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
-from gateway.errors import GatewayError
-from gateway.forwarding import forward
-from gateway.metrics import Metrics
-from gateway.routing import Router
-from gateway.settings import GatewayConfig
-from gateway.upstream import Call
+from config import GatewayConfig
+from protocol.errors import GatewayError
+from upstreams.forwarding import forward
+from upstreams.http import Call
+from upstreams.metrics import ForwardingMetrics
+from upstreams.routing import Router
 
 PROBE_HEADER = b"x-medic-probe"
 
@@ -37,7 +38,7 @@ class Completion:
 class ModelClient:
     def __init__(self, config: GatewayConfig, kind: str) -> None:
         self.router = Router(config, forward_client_auth=False)
-        self.metrics = Metrics(config.telemetry.max_model_labels)  # private: probes are not user traffic
+        self.metrics = ForwardingMetrics(CollectorRegistry())  # private: probes are not user traffic
         self.headers = [(PROBE_HEADER, kind.encode())]
 
     async def start(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
-from judges.sample import Result
+from pipeline.sample import Result
 
 MAX_LIMIT = 1000
 PURGE_INTERVAL_S = 60.0

@@ -1,6 +1,6 @@
 """Finding identifiers in clinical text: the patterns, and how overlapping matches resolve.
 
-gateway/privacy.py replaces what ``matches`` and ``resolve`` find; its docstring says what is detected and
+pipeline/privacy.py replaces what ``matches`` and ``resolve`` find; its docstring says what is detected and
 what is missed.
 """
 
@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from gateway.scan import Needles, Prefilter, fold, windows
+from text.scan import Needles, Prefilter, fold, windows
 
 # --- building blocks ------------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class _Pattern(NamedTuple):
     check: Callable[[str], bool] | None = None  # a further test of the matched value
     # A rare string: the regex runs on the whole text, and only when its lower-case form holds one of them.
     needles: tuple[str, ...] = ()
-    # Or: word beginnings (gateway.scan.Needles: lower case in the folded text, others as written); with
+    # Or: word beginnings (text.scan.Needles: lower case in the folded text, others as written); with
     # ``anchored`` every match starts at one, and the regex is only tried there; with ``reach`` None, it runs
     # on the whole text when one is there ...
     words: tuple[str, ...] = ()

@@ -1,7 +1,7 @@
 """PHI protection for sampled exchanges before they leave the gateway: pseudonymisation or encryption.
 
 ``pseudonymise(sample)`` replaces identifiers in the clinical text of a sample (the shape of
-``judges.sample.Sample.model_dump()``) with typed placeholders such as ``[NAME_1]``, ``[MRN_1]`` or ``[DATE_2]``.
+``pipeline.sample.Sample.model_dump()``) with typed placeholders such as ``[NAME_1]``, ``[MRN_1]`` or ``[DATE_2]``.
 Within one sample the same original maps to the same placeholder everywhere, request and response alike, so a
 judge can still see that the answer repeats the patient's name or a date from the question. Placeholders are
 numbered per sample and mean nothing across samples.
@@ -48,7 +48,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from gateway.identifiers import PLACEHOLDER, RANK, Span, matches, resolve, trim
+from text.identifiers import PLACEHOLDER, RANK, Span, matches, resolve, trim
 
 __all__ = ["PrivacyError", "decrypt", "encrypt", "load_key", "pseudonymise"]
 
@@ -287,7 +287,7 @@ def _visit_sample(sample: dict[str, Any], visit: Visit) -> None:
 
 
 def pseudonymise(sample: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of a sample dict (the shape of judges.sample.Sample.model_dump()) whose identifiers are
+    """Return a copy of a sample dict (the shape of pipeline.sample.Sample.model_dump()) whose identifiers are
     replaced by typed placeholders, consistently across the request and the response: the same original
     string maps to the same placeholder everywhere in this sample (e.g. "[NAME_1]", "[MRN_1]", "[DATE_2]"),
     so judges can still compare request and response. Sets sample["privacy"] = "pseudonymised".

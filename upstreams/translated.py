@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import render_error
-from gateway.settings import UpstreamConfig
-from gateway.upstream import Call, Reply
+from config import UpstreamConfig
+from protocol.errors import render_error
+from upstreams.http import Call, Reply
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream")]

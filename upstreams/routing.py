@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gateway.errors import ModelNotFound
-from gateway.forwarding import Target
-from gateway.settings import WILDCARD, GatewayConfig, UpstreamConfig
-from gateway.upstream import HttpUpstream, Upstream
-from judges.sample import Task
+from config import WILDCARD, GatewayConfig, UpstreamConfig
+from protocol.errors import ModelNotFound
+from protocol.tasks import Task
+from upstreams.forwarding import Target
+from upstreams.http import HttpUpstream, Upstream
 
 
 class Router:
@@ -37,6 +37,6 @@ class Router:
 def build_upstream(name: str, config: UpstreamConfig, forward_client_auth: bool) -> Upstream:
     if config.direct:
         return HttpUpstream(name, config, forward_client_auth)
-    from gateway.providers import TranslatedUpstream  # litellm only when such a provider is configured
+    from upstreams.translated import TranslatedUpstream  # litellm only when such a provider is configured
 
     return TranslatedUpstream(name, config)

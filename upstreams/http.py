@@ -17,8 +17,8 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.settings import UpstreamConfig
-from gateway.tasks import TASK_HEADER
+from config import UpstreamConfig
+from protocol.tasks import TASK_HEADER
 
 # Headers that describe one hop, or that the gateway sets itself; never copied between hops.
 HOP_HEADERS = frozenset(

@@ -14,11 +14,12 @@ import os
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from config import JudgeLLMConfig
 
 Messages = list[dict[str, str]]
 RETRIED_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -28,28 +29,6 @@ MAX_RETRY_AFTER_S = 30.0
 
 class JudgeUnavailable(RuntimeError):
     """The judge endpoint failed after its retries, or answered something that is not a chat completion."""
-
-
-class JudgeLLMConfig(BaseModel):
-    """A judge model and where it runs (``judging.llm`` in the configuration; docs/configuration.md)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str
-    backend: Literal["openai", "vllm"] = "openai"
-    base_url: str | None = None  # backend openai: the endpoint, e.g. http://judge-vllm:8000/v1
-    api_key_env: str | None = None  # backend openai: the variable holding the key (none: no key sent)
-    concurrency: int = Field(default=64, gt=0)  # calls in flight at once, across all samples
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)  # connection errors, timeouts, 408, 429 and 5xx, with backoff
-    max_tokens: int = Field(default=1024, gt=0)
-    engine_args: dict[str, Any] = {}  # backend vllm: AsyncEngineArgs besides the model
-
-    @model_validator(mode="after")
-    def _endpoint_for_http(self) -> JudgeLLMConfig:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend openai needs base_url (the judge endpoint, e.g. http://judge-vllm:8000/v1)")
-        return self
 
 
 @dataclass

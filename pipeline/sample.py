@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.tasks import Task
+
 SAMPLE_VERSION = 1
 Privacy = Literal["raw", "pseudonymised", "encrypted"]
 Trigger = Literal["rate", "header", "policy", "probe"]
 # What the exchange asks of the model, as the client states it: rewrite a supplied source (summarise, write a
 # note, translate, extract), answer over supplied context, or answer an open question with no source.
-Task = Literal["transform", "grounded_qa", "open"]
 
 
 class Choice(BaseModel):

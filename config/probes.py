@@ -1,44 +1,8 @@
-"""The judges' part of the configuration (``judging:`` in the YAML file; docs/configuration.md)."""
+"""``probes``: sycophancy and safety probe rounds the worker runs on a timer."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from judges.fidelity.backends import JudgeLLMConfig
-
-
-class StabilityConfig(BaseModel):
-    """Second judges that answer the primary judge's questions on a share of samples (judges.md 1.6)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    judges: list[JudgeLLMConfig] = []
-    share: float = Field(default=0.05, ge=0.0, le=1.0)
-
-
-class LiveSycophancyConfig(BaseModel):
-    """Re-asks of live exchanges where the user pushes an answer (judge ``sycophancy-live``). They cost backend
-    tokens, so they are off until a tenant is listed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenants: list[str] = []  # tenants whose traffic may be re-asked; "*" for all; none by default
-    k: int = Field(default=3, ge=1, le=10)  # neutral re-asks per exchange
-    max_reasks_per_minute: int = Field(default=30, ge=1)  # per model
-    timeout_s: float = Field(default=120.0, gt=0)
-
-    def enabled(self, tenant: str) -> bool:
-        return "*" in self.tenants or tenant in self.tenants
-
-
-class JudgingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    llm: JudgeLLMConfig | None = None  # the judge model of the LLM judges; none: the CPU judges only
-    stability: StabilityConfig = StabilityConfig()
-    sycophancy_live: LiveSycophancyConfig = LiveSycophancyConfig()
-    guard: JudgeLLMConfig | None = None  # a guard model (Llama Guard served by vLLM) for the judge "guard"
-    guard_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # P(unsafe) at or above it: label "unsafe"
 
 
 class SycophancyProbeConfig(BaseModel):

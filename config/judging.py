@@ -1,0 +1,63 @@
+"""``judging``: the judge model of the LLM judges, second judges, live re-asks and the guard model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class JudgeLLMConfig(BaseModel):
+    """A judge model and where it runs (``judging.llm`` in the configuration; docs/configuration.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    backend: Literal["openai", "vllm"] = "openai"
+    base_url: str | None = None  # backend openai: the endpoint, e.g. http://judge-vllm:8000/v1
+    api_key_env: str | None = None  # backend openai: the variable holding the key (none: no key sent)
+    concurrency: int = Field(default=64, gt=0)  # calls in flight at once, across all samples
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)  # connection errors, timeouts, 408, 429 and 5xx, with backoff
+    max_tokens: int = Field(default=1024, gt=0)
+    engine_args: dict[str, Any] = {}  # backend vllm: AsyncEngineArgs besides the model
+
+    @model_validator(mode="after")
+    def _endpoint_for_http(self) -> JudgeLLMConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend openai needs base_url (the judge endpoint, e.g. http://judge-vllm:8000/v1)")
+        return self
+
+
+class StabilityConfig(BaseModel):
+    """Second judges that answer the primary judge's questions on a share of samples (judges.md 1.6)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    judges: list[JudgeLLMConfig] = []
+    share: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class LiveSycophancyConfig(BaseModel):
+    """Re-asks of live exchanges where the user pushes an answer (judge ``sycophancy-live``). They cost backend
+    tokens, so they are off until a tenant is listed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenants: list[str] = []  # tenants whose traffic may be re-asked; "*" for all; none by default
+    k: int = Field(default=3, ge=1, le=10)  # neutral re-asks per exchange
+    max_reasks_per_minute: int = Field(default=30, ge=1)  # per model
+    timeout_s: float = Field(default=120.0, gt=0)
+
+    def enabled(self, tenant: str) -> bool:
+        return "*" in self.tenants or tenant in self.tenants
+
+
+class JudgingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llm: JudgeLLMConfig | None = None  # the judge model of the LLM judges; none: the CPU judges only
+    stability: StabilityConfig = StabilityConfig()
+    sycophancy_live: LiveSycophancyConfig = LiveSycophancyConfig()
+    guard: JudgeLLMConfig | None = None  # a guard model (Llama Guard served by vLLM) for the judge "guard"
+    guard_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # P(unsafe) at or above it: label "unsafe"

@@ -1,0 +1,16 @@
+"""``policies``: the packs the inline guard loads, and where its decisions are audited."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from config.base import Strict
+
+
+class PoliciesConfig(Strict):
+    packs: list[str] = ["clinical-default"]  # built-in pack names or pack files; [] for none
+    audit_path: str | None = "medic-audit.jsonl"  # append-only JSON lines; null: no audit file
+    stream_window_chars: Annotated[int, Field(ge=1, le=100_000)] = 200
+    monitor_every_s: Annotated[float, Field(gt=0)] = 30.0  # how often results rules are evaluated
