@@ -10,21 +10,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import os
-import random
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
-from config import JudgeLLMConfig
+from config import JudgeLLMConfig, UpstreamConfig
+from protocol.errors import GatewayError
+from upstreams.client import ModelClient
 
 Messages = list[dict[str, str]]
-RETRIED_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-BACKOFF_BASE_S = 0.25
-MAX_RETRY_AFTER_S = 30.0
+BACKOFF_BASE_MS = 250  # the first backoff of a judge call; it doubles per retry
+MAX_RETRY_AFTER_MS = 30_000  # the longest wait between two tries, a Retry-After included
 
 
 class JudgeUnavailable(RuntimeError):
@@ -68,35 +66,31 @@ def open_backend(config: JudgeLLMConfig) -> JudgeBackend:
 
 
 class HttpBackend:
-    """Chat completions with ``response_format`` json_schema (strict) over one aiohttp connection pool.
+    """Chat completions with ``response_format`` json_schema (strict) through the gateway's own client
+    (upstreams.client.ModelClient.endpoint: one aiohttp connection pool, the one retry policy of every
+    outbound call, ``max_retries`` tries more after a connection error, 408, 409, 429 or 5xx).
 
     Not the ``openai`` SDK: it cost about 11 ms of CPU per call here against 0.3 ms for this client
-    (docs/performance.md), and a sample makes 22 calls. Connection errors, timeouts, 408, 429 and 5xx are
-    retried ``max_retries`` times with exponential backoff and full jitter; a Retry-After in seconds wins.
+    (docs/performance.md), and a sample makes 22 calls.
     """
 
     def __init__(self, config: JudgeLLMConfig) -> None:
-        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-        self.url = (config.base_url or "").rstrip("/") + "/chat/completions"
-        self.completions_url = (config.base_url or "").rstrip("/") + "/completions"
-        self.headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+        endpoint = UpstreamConfig(url=config.base_url or "", api_key_env=config.api_key_env,
+                                  timeout_s=config.timeout_s, retries=config.max_retries, backoff_ms=BACKOFF_BASE_MS,
+                                  backoff_max_ms=MAX_RETRY_AFTER_MS, max_connections=config.concurrency)  # fmt: skip
+        self.client = ModelClient.endpoint("judge", endpoint, "judge")
         self.model = config.model
         self.max_tokens = config.max_tokens
-        self.max_retries = config.max_retries
-        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self.usage = Usage()
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._session: aiohttp.ClientSession | None = None
 
     async def complete(self, messages: Messages, schema_name: str, schema: dict[str, Any]) -> str:
-        body = orjson.dumps({
+        payload = {
             "model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens,
             "response_format": {"type": "json_schema",
                                 "json_schema": {"name": schema_name, "schema": schema, "strict": True}},
-        })  # fmt: skip
-        async with self._slots:
-            reply = await self._post(self.url, body)
-        self.usage.calls += 1
+        }  # fmt: skip
+        reply = await self._post("/chat/completions", payload)
         usage = reply.get("usage") or {}
         self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
@@ -107,46 +101,34 @@ class HttpBackend:
 
     async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
         """A raw completions call for one token with the top log-probabilities (a guard model's verdict)."""
-        body = orjson.dumps({"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0,
-                             "logprobs": 5})  # fmt: skip
-        async with self._slots:
-            reply = await self._post(self.completions_url, body)
-        self.usage.calls += 1
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 5}
+        reply = await self._post("/completions", payload)
         try:
             top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
         except (KeyError, IndexError, TypeError):
             raise JudgeUnavailable("the guard endpoint's reply has no top log-probabilities") from None
         return _share(top, positive, negative)
 
-    async def _post(self, url: str, body: bytes) -> dict[str, Any]:
-        for attempt in range(self.max_retries + 1):
-            delay = BACKOFF_BASE_S * 2**attempt * random.uniform(0.5, 1.0)
+    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The endpoint's JSON answer; JudgeUnavailable when every try failed or the answer is no JSON object."""
+        async with self._slots:
             try:
-                async with self._pool().post(url, data=body, headers=self.headers) as response:
-                    if response.status == 200:
-                        reply = orjson.loads(await response.read())
-                        if isinstance(reply, dict):
-                            return reply
-                        raise JudgeUnavailable("the judge endpoint's reply is not a JSON object")
-                    if response.status not in RETRIED_STATUSES or attempt == self.max_retries:
-                        raise JudgeUnavailable(f"the judge endpoint answered {response.status}")
-                    delay = _retry_after(response.headers.get("retry-after")) or delay
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-                if attempt == self.max_retries:
-                    raise JudgeUnavailable(f"the judge endpoint failed: {type(exc).__name__}") from None
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _pool(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0)  # the semaphore bounds the calls
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
-                                                  cookie_jar=aiohttp.DummyCookieJar())  # fmt: skip
-        return self._session
+                reply = await self.client.post(path, payload)
+            except GatewayError as error:
+                raise JudgeUnavailable(f"the judge endpoint failed: {error.message}") from None
+        self.usage.calls += 1
+        if reply.status != 200:
+            raise JudgeUnavailable(f"the judge endpoint answered {reply.status}")
+        try:
+            body = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise JudgeUnavailable("the judge endpoint's reply is not a JSON object")
+        return body
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.client.close()
 
 
 def _share(top: Any, positive: str, negative: str) -> float | None:
@@ -163,10 +145,6 @@ def _share(top: Any, positive: str, negative: str) -> float | None:
                 break
     total = totals[positive] + totals[negative]
     return totals[positive] / total if total > 0 else None
-
-
-def _retry_after(value: str | None) -> float | None:
-    return min(float(value), MAX_RETRY_AFTER_S) if value is not None and value.strip().isdigit() else None
 
 
 class VllmBackend:

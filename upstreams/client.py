@@ -1,29 +1,35 @@
-"""Chat completions the gateway makes on its own account: probes and live-traffic re-asks.
+"""Model calls the gateway makes on its own account: probes, live-traffic re-asks and judge models.
 
-They take the same upstream path as user traffic (the configuration's routes, retries, fallbacks and provider
-translation) but never its front door: they are not sampled into the judges, not counted in the user-traffic
-metrics (their metrics live on a registry of their own), and every upstream request carries
-``x-medic-probe: <kind>`` so that the upstream's own logs can tell them apart. The gateway does not honour
-that header from clients: anyone could send it to escape monitoring.
+One client for all of them, on the same path as client traffic (upstreams.http, upstreams.forwarding: the
+HTTP client, the one retry policy, fallbacks, provider translation) but never through the front door: they
+are not sampled into the judges and not counted in the client-traffic metrics (their metrics live on a
+registry of their own). Every call carries ``content-type: application/json`` and ``x-medic-probe: <kind>``,
+so that the upstream's own logs can tell them apart; the gateway does not honour that header from clients:
+anyone could send it to escape monitoring.
+
+``ModelClient(config, kind)`` calls the public models of a gateway configuration through their routes;
+``ModelClient.endpoint(...)`` calls one OpenAI-compatible endpoint (a judge model).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 
-from config import GatewayConfig
+from config import GatewayConfig, UpstreamConfig
 from protocol.errors import GatewayError
-from upstreams.forwarding import forward
-from upstreams.http import Call
+from upstreams.forwarding import Target, forward
+from upstreams.http import Call, HttpUpstream, Reply, Upstream
 from upstreams.metrics import ForwardingMetrics
 from upstreams.routing import Router
 
 PROBE_HEADER = b"x-medic-probe"
+JSON_CONTENT = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +43,53 @@ class Completion:
 
 class ModelClient:
     def __init__(self, config: GatewayConfig, kind: str) -> None:
-        self.router = Router(config, forward_client_auth=False)
-        self.metrics = ForwardingMetrics(CollectorRegistry())  # private: probes are not user traffic
-        self.headers = [(PROBE_HEADER, kind.encode())]
+        router = Router(config, forward_client_auth=False)
+        self._setup(list(router.upstreams.values()), router.targets, kind)
+
+    @classmethod
+    def endpoint(cls, name: str, config: UpstreamConfig, kind: str) -> ModelClient:
+        """A client of the one OpenAI-compatible endpoint ``config`` describes, whatever model is asked."""
+        client = cls.__new__(cls)
+        upstream = HttpUpstream(name, config, forward_client_auth=False)
+        client._setup([upstream], lambda model: [Target(upstream, model)], kind)
+        return client
+
+    def _setup(self, upstreams: list[Upstream], targets: Callable[[str], list[Target]], kind: str) -> None:
+        self.upstreams = upstreams
+        self.targets = targets
+        self.metrics = ForwardingMetrics(CollectorRegistry())  # private: these calls are not client traffic
+        self.headers = [JSON_CONTENT, (PROBE_HEADER, kind.encode())]
+        self.kind = kind
+        self._started = False
 
     async def start(self) -> None:
-        for upstream in self.router.upstreams.values():
+        for upstream in self.upstreams:
             await upstream.start()
+        self._started = True
 
     async def close(self) -> None:
-        for upstream in self.router.upstreams.values():
-            await upstream.close()
+        if self._started:
+            for upstream in self.upstreams:
+                await upstream.close()
+        self._started = False
+
+    async def post(self, path: str, payload: dict[str, Any]) -> Reply:
+        """One non-streamed call of ``payload["model"]`` at ``path`` (under /v1); the client starts on first use.
+        Raises GatewayError when every try of every route failed without an answer."""
+        if not self._started:
+            await self.start()
+        call = Call(path, orjson.dumps(payload), payload, False, f"{self.kind}-{secrets.token_hex(8)}",
+                    self.headers, None)  # fmt: skip
+        model = str(payload["model"])
+        return (await forward(call, self.targets(model), self.metrics, model)).reply
 
     async def chat(self, model: str, messages: list[dict[str, Any]], **params: Any) -> Completion:
         """One non-streamed chat completion of ``model`` (a public model name of the configuration)."""
-        payload = {**params, "model": model, "messages": messages, "stream": False}
-        call = Call("/chat/completions", orjson.dumps(payload), payload, False, f"probe-{secrets.token_hex(8)}",
-                    self.headers, None)  # fmt: skip
         try:
-            outcome = await forward(call, self.router.targets(model), self.metrics, model)
+            reply = await self.post("/chat/completions", {**params, "model": model, "messages": messages,
+                                                          "stream": False})  # fmt: skip
         except GatewayError as error:
             return Completion(None, None, error.status)
-        reply = outcome.reply
         if reply.status != 200:
             return Completion(None, None, reply.status)
         try:

@@ -1,15 +1,12 @@
-"""Retries with backoff, then fallback to the model's next upstream.
-
-Retried: upstream 429 and 5xx, and failures to connect. A timeout is not retried on the same upstream
-(it would double the wait) but does fall back. A stream is retried only until its first byte arrives,
-since the client has seen nothing before then. When every route is spent, the last upstream error is
-passed on as the upstream sent it, or the gateway answers 502 (unreachable) or 504 (timeout).
+"""Retries with backoff (upstreams/retry.py: one policy for every outbound call), then fallback to the model's
+next upstream. A stream is retried only until its first byte arrives, since the client has seen nothing before
+then. When every route is spent, the last upstream error is passed on as the upstream sent it, or the gateway
+answers 502 (unreachable) or 504 (timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -18,8 +15,7 @@ import aiohttp
 from protocol.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from upstreams.http import Call, Reply, Upstream
 from upstreams.metrics import ForwardingMetrics
-
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+from upstreams.retry import RETRY_STATUSES, backoff_s, retry_after_s
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,7 +45,8 @@ async def forward(call: Call, targets: list[Target], metrics: ForwardingMetrics,
         for attempt in range(config.retries + 1):
             if attempt:
                 metrics.retries.labels(target.upstream.name, _reason(failure)).inc()
-                await asyncio.sleep(_backoff_s(attempt, config.backoff_ms, config.backoff_max_ms, failure))
+                retry_after = retry_after_s(failure.reply.headers) if isinstance(failure, _StatusFailure) else None
+                await asyncio.sleep(backoff_s(attempt, config.backoff_ms, config.backoff_max_ms, retry_after))
             attempts += 1
             started = perf_counter()
             try:
@@ -82,17 +79,7 @@ class _StatusFailure(GatewayError):
 
 def _reason(failure: GatewayError | None) -> str:
     if isinstance(failure, _StatusFailure):
-        return "rate_limited" if failure.status == 429 else "server_error"
+        return "rate_limited" if failure.status == 429 else "server_error" if failure.status >= 500 else "client_error"
     if isinstance(failure, UpstreamTimeout):
         return "timeout"
     return "connection_error"
-
-
-def _backoff_s(attempt: int, base_ms: int, max_ms: int, failure: GatewayError | None) -> float:
-    """Exponential backoff with full jitter; an upstream's Retry-After wins when it is within bounds."""
-    if isinstance(failure, _StatusFailure):
-        for name, value in failure.reply.headers:
-            if name == b"retry-after" and value.strip().isdigit():
-                return min(float(value), max_ms / 1000)
-    ceiling = min(max_ms, base_ms * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling) / 1000
