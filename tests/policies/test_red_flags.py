@@ -32,7 +32,7 @@ from policies.checks.red_flags import (
 )
 from policies.setup import build_engine
 from protocol.exchange import Exchange
-from tests.gateway.test_identifiers import medec_texts
+from tests.text.test_identifiers import medec_texts
 
 CHECK = RedFlagCheck()
 UNESCALATED = "Rest, drink plenty of fluids and take paracetamol. See how you feel tomorrow."

@@ -10,7 +10,6 @@ import pytest
 
 from policies.checks.injection import PATTERNS as INJECTION
 from policies.checks.red_flags import TERMS
-from tests.gateway.test_identifiers import AFTER, PIECES, medec_texts
 from tests.judges.test_refusal import ANSWERS, REFUSALS
 from tests.policies.test_injection import BENIGN, INJECTIONS
 from tests.policies.test_red_flags import (
@@ -19,6 +18,7 @@ from tests.policies.test_red_flags import (
     NOT_ESCALATING_ANSWERS,
     RED_FLAG_REQUESTS,
 )
+from tests.text.test_identifiers import AFTER, PIECES, medec_texts
 from text.identifiers import _PATTERNS
 from text.refusal import PREFILTER as REFUSAL_PREFILTER
 from text.scan import Prefilter, fold

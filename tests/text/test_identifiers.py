@@ -9,7 +9,7 @@ import random
 import pytest
 
 import corpora
-from tests.gateway.test_privacy import NOTE, REPLY
+from tests.pipeline.test_privacy import NOTE, REPLY
 from text.identifiers import matches
 
 MEDEC = corpora.path(corpora.MEDEC_MS_VALIDATION)
