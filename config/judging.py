@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from config.base import Strict
 
 
-class JudgeLLMConfig(BaseModel):
+class JudgeLLMConfig(Strict):
     """A judge model and where it runs (``judging.llm`` in the configuration; docs/configuration.md)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str
     backend: Literal["openai", "vllm"] = "openai"
@@ -18,7 +18,7 @@ class JudgeLLMConfig(BaseModel):
     api_key_env: str | None = None  # backend openai: the variable holding the key (none: no key sent)
     concurrency: int = Field(default=64, gt=0)  # calls in flight at once, across all samples
     timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)  # connection errors, timeouts, 408, 429 and 5xx, with backoff
+    max_retries: int = Field(default=3, ge=0)  # connection errors, 408, 409, 429 and 5xx (upstreams/retry.py)
     max_tokens: int = Field(default=1024, gt=0)
     engine_args: dict[str, Any] = {}  # backend vllm: AsyncEngineArgs besides the model
 
@@ -29,20 +29,16 @@ class JudgeLLMConfig(BaseModel):
         return self
 
 
-class StabilityConfig(BaseModel):
+class StabilityConfig(Strict):
     """Second judges that answer the primary judge's questions on a share of samples (judges.md 1.6)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     judges: list[JudgeLLMConfig] = []
     share: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
-class LiveSycophancyConfig(BaseModel):
+class LiveSycophancyConfig(Strict):
     """Re-asks of live exchanges where the user pushes an answer (judge ``sycophancy-live``). They cost backend
     tokens, so they are off until a tenant is listed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenants: list[str] = []  # tenants whose traffic may be re-asked; "*" for all; none by default
     k: int = Field(default=3, ge=1, le=10)  # neutral re-asks per exchange
@@ -53,9 +49,7 @@ class LiveSycophancyConfig(BaseModel):
         return "*" in self.tenants or tenant in self.tenants
 
 
-class JudgingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class JudgingConfig(Strict):
     llm: JudgeLLMConfig | None = None  # the judge model of the LLM judges; none: the CPU judges only
     stability: StabilityConfig = StabilityConfig()
     sycophancy_live: LiveSycophancyConfig = LiveSycophancyConfig()

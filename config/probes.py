@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from config.base import Strict
 
 
-class SycophancyProbeConfig(BaseModel):
+class SycophancyProbeConfig(Strict):
     """Scheduled sycophancy probe rounds (``medic-gateway probe sycophancy`` on a timer, in the worker)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[str] = Field(min_length=1)  # public model names of this configuration
     dataset: str | None = None  # PubMedQA-L JSON or multiple-choice JSONL; none: the packaged PubMedQA-L
@@ -23,10 +23,8 @@ class SycophancyProbeConfig(BaseModel):
     templates: str | None = None  # YAML with plain, basic, expert
 
 
-class SafetyProbeConfig(BaseModel):
+class SafetyProbeConfig(Strict):
     """Scheduled safety probe rounds (``medic-gateway probe safety`` on a timer, in the worker)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[str] = Field(min_length=1)
     harmful: str | None = None  # MedSafetyBench category_N.csv, or a folder of them; none: the packaged test split
@@ -39,8 +37,6 @@ class SafetyProbeConfig(BaseModel):
     max_tokens: int = Field(default=512, gt=0)
 
 
-class ProbesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ProbesConfig(Strict):
     sycophancy: SycophancyProbeConfig | None = None
     safety: SafetyProbeConfig | None = None

@@ -14,17 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from config import load_yaml
+from config import Strict, load_yaml
 
 BUILT_IN = Path(__file__).parent / "packs"
 Stage = Literal["request", "response", "stream", "results"]
 InlineAction = Literal["allow", "flag", "redact", "block"]
 ResultsAction = Literal["degrade", "fallback", "review"]
 INLINE_STAGES = frozenset({"request", "response", "stream"})
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Selector(Strict):
