@@ -17,9 +17,25 @@ surrounding white space), the complete one as its message content, the streamed 
 back into the text), and ``usage.completion_tokens`` is the text's word count.
 
     python bench/fake_upstream.py --port 9100 [--host 127.0.0.1] [--chunk-delay-ms 0] [--answer-delay-ms 0]
-        [--answer-file answer.txt] [--chunk-words 4]
+        [--answer-file answer.txt] [--chunk-words 4] [--judge]
 
-``--answer-delay-ms`` holds a complete (non-streamed) answer back that long, as a model takes time to write one.
+``--port 0`` takes a free port; the first line printed names it. ``--answer-delay-ms`` holds a complete
+(non-streamed) answer back that long, as a model takes time to write one.
+
+``--judge`` makes it a judge model instead (bench/fidelity_speed.py, bench/judge_client.py): it then routes by
+method and path and checks each request as an OpenAI-compatible server would, answering 404 to any other route
+and 400 with an OpenAI error body to a request it cannot serve.
+
+* ``POST /v1/chat/completions`` takes only structured-output calls: a JSON object with ``model``, a non-empty
+  ``messages`` list of ``{"role", "content"}`` objects and ``response_format`` ``{"type": "json_schema",
+  "json_schema": {"name", "schema"}}``, not streamed. After ``--answer-delay-ms`` it answers a ``chat.completion``
+  whose content is JSON that the schema accepts: the first value of every ``enum``, each required property of an
+  object, ``minItems`` items of an array, the minimum of a number, and for a free string a yes/no question on the
+  next sentence of the last message's text (at least ``minLength`` characters), so that the judges' calls carry
+  questions of a real length. ``usage`` counts words as tokens.
+* ``GET /v1/models``: the model list (a health check).
+* ``POST /bench/stats``: ``{"calls", "max_in_flight", "cpu_s"}`` since the previous ``POST /bench/stats`` (or the
+  start): the completions answered, the most held at once, and this process's CPU seconds; it starts a new window.
 """
 
 from __future__ import annotations
@@ -30,7 +46,9 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 MODEL = "bench-model"
 CREATED = 1_700_000_000
@@ -155,9 +173,108 @@ STREAM_HEAD = (
 )
 
 
+class BadRequest(ValueError):
+    """A request the fake judge cannot serve; the message goes into the 400 answer."""
+
+
+class JudgeStats:
+    """The fake judge's counts over the current window (``POST /bench/stats`` reads them and starts another)."""
+
+    calls = 0
+    in_flight = 0
+    max_in_flight = 0
+    cpu = time.process_time()
+
+    @classmethod
+    def window(cls) -> bytes:
+        now = time.process_time()
+        stats = {"calls": cls.calls, "max_in_flight": cls.max_in_flight, "cpu_s": now - cls.cpu}
+        cls.calls, cls.max_in_flight, cls.cpu = 0, cls.in_flight, now
+        return json.dumps(stats).encode()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def judge_completion(body: bytes) -> bytes:
+    """The ``chat.completion`` body answering one structured-output call; raises BadRequest for a bad one."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(request, dict):
+        raise BadRequest("the body is not a JSON object")
+    model, messages = request.get("model"), request.get("messages")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list")
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise BadRequest("each message needs a 'role' and a 'content'")
+    if request.get("stream"):
+        raise BadRequest("the fake judge does not stream")
+    response_format = request.get("response_format")
+    spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    if response_format is None or response_format.get("type") != "json_schema" or not isinstance(spec, dict):
+        raise BadRequest("'response_format' must be {'type': 'json_schema', 'json_schema': {...}}")
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("schema"), dict):
+        raise BadRequest("'json_schema' needs a 'name' and a 'schema' object")
+    last = messages[-1]["content"]
+    sentences = [s for s in _SENTENCE_END.split(last if isinstance(last, str) else "") if len(s.split()) >= 3]
+    content = json.dumps(_instance(spec["schema"], [s.strip().rstrip(".!?") for s in sentences]), separators=(",", ":"))
+    prompt = sum(len(m["content"].split()) for m in messages if isinstance(m["content"], str))
+    words = len(content.split())
+    completion = {
+        "id": f"chatcmpl-judge{JudgeStats.calls}",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": words, "total_tokens": prompt + words},
+    }
+    return json.dumps(completion, separators=(",", ":")).encode()
+
+
+def _instance(schema: dict[str, Any], sentences: list[str], index: int = 0) -> Any:
+    """A value the JSON schema accepts (the subset structured outputs use); string ``index`` picks a sentence."""
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _instance(schema[key][0], sentences, index)
+    if "enum" in schema or "const" in schema:
+        return schema["enum"][0] if "enum" in schema else schema["const"]
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _instance(properties.get(name, {}), sentences) for name in schema.get("required", properties)}
+    if kind == "array":
+        count = schema.get("minItems", min(1, schema.get("maxItems", 1)))
+        return [_instance(schema.get("items", {}), sentences, i) for i in range(count)]
+    if kind != "string":
+        return {"integer": schema.get("minimum", 0), "number": schema.get("minimum", 0), "boolean": True}.get(kind)
+    fact = sentences[index % len(sentences)] if sentences else f"statement {index + 1} holds"
+    text = f"Does the text state that {fact}?".ljust(schema.get("minLength", 0), ".")
+    return text[: schema["maxLength"]] if "maxLength" in schema else text
+
+
+def _error(status: bytes, message: str, kind: str, close: bool) -> bytes:
+    error = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return _response(status, b"application/json", json.dumps(error).encode(), not close)
+
+
 class UpstreamProtocol(asyncio.Protocol):
     chunk_delay = 0.0
     answer_delay = 0.0
+    judge = False  # answer as a judge model (--judge): routes, strict checks, structured answers
 
     def __init__(self) -> None:
         self.buf = b""
@@ -206,6 +323,8 @@ class UpstreamProtocol(asyncio.Protocol):
         """Write the response; returns False if processing must pause (delayed stream)."""
         assert self.transport is not None
         close = b"\r\nconnection: close" in hl
+        if self.judge:
+            return self._judge(head, body, close)
         if head.startswith(b"GET"):
             self.transport.write(RESP_MODELS)
         elif _STREAM_RE.search(body):
@@ -218,20 +337,54 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.write(STREAM_HEAD + b"".join(_http_chunk(e) for e in events) + b"0\r\n\r\n")
         elif self.answer_delay > 0:
             self.busy = True
-            asyncio.get_running_loop().call_later(self.answer_delay, self._late_answer, close)
+            asyncio.get_running_loop().call_later(self.answer_delay, self._late_answer, RESP_COMPLETION, close)
             return False
         else:
             self.transport.write(RESP_COMPLETION)
+        return self._keep_reading(close)
+
+    def _keep_reading(self, close: bool) -> bool:
+        """After a response: close the connection if the request asked to (and read no more), else go on."""
+        assert self.transport is not None
         if close:
             self.transport.close()
             return False
         return True
 
-    def _late_answer(self, close: bool) -> None:
+    def _judge(self, head: bytes, body: bytes, close: bool) -> bool:
+        """--judge: one request by its route (see the module's docstring); False while an answer is held back."""
         assert self.transport is not None
+        method, _, rest = head.partition(b" ")
+        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if method == b"POST" and path == b"/v1/chat/completions":
+            try:
+                completion = judge_completion(body)
+            except BadRequest as exc:
+                response = _error(b"400 Bad Request", str(exc), "invalid_request_error", close)
+            else:
+                response = _response(b"200 OK", b"application/json", completion, not close)
+                JudgeStats.calls += 1
+                JudgeStats.in_flight += 1
+                JudgeStats.max_in_flight = max(JudgeStats.max_in_flight, JudgeStats.in_flight)
+                self.busy = True
+                asyncio.get_running_loop().call_later(self.answer_delay, self._late_answer, response, close, True)
+                return False
+        elif method == b"GET" and path == b"/v1/models":
+            response = RESP_MODELS if not close else _response(b"200 OK", b"application/json", MODELS, False)
+        elif method == b"POST" and path == b"/bench/stats":
+            response = _response(b"200 OK", b"application/json", JudgeStats.window(), not close)
+        else:
+            response = _error(b"404 Not Found", f"no route {method.decode()} {path.decode()}", "not_found", close)
+        self.transport.write(response)
+        return self._keep_reading(close)
+
+    def _late_answer(self, response: bytes, close: bool, judged: bool = False) -> None:
+        assert self.transport is not None
+        if judged:
+            JudgeStats.in_flight -= 1
         if self.transport.is_closing():
             return
-        self.transport.write(RESP_COMPLETION)
+        self.transport.write(response)
         self.busy = False
         if close:
             self.transport.close()
@@ -272,6 +425,7 @@ async def serve(host: str, port: int) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    port = server.sockets[0].getsockname()[1]  # the one chosen when --port is 0
     print(f"fake upstream listening on http://{host}:{port}/v1", flush=True)
     async with server:
         await stop.wait()
@@ -280,7 +434,7 @@ async def serve(host: str, port: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9100)
+    p.add_argument("--port", type=int, default=9100, help="0: a free port, printed on the first line")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause before each SSE event")
     p.add_argument("--answer-delay-ms", type=float, default=0.0, help="pause before a complete (non-streamed) answer")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
@@ -292,9 +446,11 @@ def main() -> None:
         "short answer)",
     )
     p.add_argument("--chunk-words", type=int, default=4, help="words per streamed chunk of --answer-file (default 4)")
+    p.add_argument("--judge", action="store_true", help="answer as a judge model: structured-output calls only")
     a = p.parse_args()
     UpstreamProtocol.chunk_delay = a.chunk_delay_ms / 1000.0
     UpstreamProtocol.answer_delay = a.answer_delay_ms / 1000.0
+    UpstreamProtocol.judge = a.judge
     if a.answer_file:
         use_answer(Path(a.answer_file).read_text(encoding="utf-8"), a.chunk_words)
     if not a.no_uvloop:

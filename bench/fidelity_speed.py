@@ -11,8 +11,9 @@ asks 10 + 10 questions of longer texts), sent as "Summarise the following note f
 1. cef-lite: ``CefLiteJudge.judge`` one sample after another in this process, one thread, pinned to one CPU
    (sched_setaffinity), after a warm-up: samples per second and CPU seconds per sample (time.process_time).
 2. cef-llm (22 calls per sample) and cef-llm-batch (6 calls) through the real HTTP backend against the fake
-   judge model of tests/fakes/judge.py, answering each call after ``--latency-ms`` (50). The fake runs in a
-   child process (its CPU does not share this process's GIL):
+   judge model ``bench/fake_upstream.py --judge``, answering each call after ``--latency-ms`` (50) with JSON its
+   schema accepts (every answer YES). The fake runs in a child process (its CPU does not share this process's
+   GIL):
    - one by one: a backend with concurrency 1, samples evaluated one at a time: each call waits for the last;
    - concurrent: a backend with ``--concurrency`` calls in flight (64), the samples cut into batches of the
      judge's batch_size (8) and ``--worker-concurrency`` batches (4) evaluated at once under a semaphore, the
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import http.client
 import importlib.metadata
 import json
 import os
@@ -41,14 +43,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Literal, TypeVar
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.fakes is not installed
+from typing import Any, Literal, TypeVar
 
 import corpora
 from config import JudgeLLMConfig
@@ -58,7 +59,7 @@ from judges.fidelity.llm import LONG_WORDS, CefLlmJudge
 from judges.fidelity.task import classify
 from pipeline.sample import Choice, Response, Result, Sample
 
-ROOT = Path(__file__).resolve().parents[1]
+FAKE_UPSTREAM = Path(__file__).resolve().parent / "fake_upstream.py"
 DATA = corpora.path(corpora.MEDEC_MS_VALIDATION)
 CITATION = "MEDEC-MS validation split (Ben Abacha et al., Findings of ACL 2025; CC BY 4.0)"
 PROMPT = "Summarise the following note for the handover.\n\nNote:\n"
@@ -190,73 +191,48 @@ def measure_lite(samples: list[Sample], warmup: list[Sample]) -> LiteRun:
 
 
 class FakeProcess:
-    """tests.fakes.judge.FakeJudge in a child process (this script with --serve-fake), driven over its stdin.
-
-    The child ignores SIGINT and stops when its stdin closes, so it ends with this process whatever happens.
-    """
+    """``bench/fake_upstream.py --judge`` in a child process on a free port, answering each call after
+    ``latency_ms``; stopped with SIGTERM by ``close`` (the finally blocks run it, also on Ctrl-C and SIGTERM)."""
 
     def __init__(self, latency_ms: float, use_uvloop: bool) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve-fake", "--latency-ms", str(latency_ms)]
+        command = [sys.executable, str(FAKE_UPSTREAM), "--judge", "--port", "0", "--answer-delay-ms", str(latency_ms)]
         if not use_uvloop:
             command.append("--no-uvloop")
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         try:
-            self.started = self._read()
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline()  # "fake upstream listening on http://127.0.0.1:PORT/v1"
+            if not line.strip().endswith("/v1"):
+                raise RuntimeError(f"the fake judge did not start ({line.strip() or self.process.wait()})")
         except BaseException:
             self.close()
             raise
-        self.base_url = f"http://127.0.0.1:{self.started['port']}/v1"
+        self.base_url = line.split()[-1]
 
-    def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the fake judge process exited ({self.process.wait()})")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
-
-    def ask(self, command: Literal["reset", "stats"]) -> dict[str, Any]:
-        """reset: forget the calls, the most in flight and the CPU so far; stats: those since the reset."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return self._read()
+    def window(self) -> dict[str, Any]:
+        """The fake's calls, the most it had in flight and its CPU seconds since the last window (or its start)."""
+        address = urllib.parse.urlsplit(self.base_url)
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
+        try:
+            connection.request("POST", "/bench/stats")
+            response = connection.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"the fake judge answered {response.status} to POST /bench/stats")
+            stats: dict[str, Any] = json.loads(response.read())
+        finally:
+            connection.close()
+        return stats
 
     def close(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
+        if self.process.poll() is None:
+            self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def serve_fake(latency_ms: float, use_uvloop: bool, commands: IO[str]) -> int:
-    """The child: start the fake judge, print its port, answer reset/stats lines until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it by closing stdin, also on Ctrl-C
-    loop = event_loop() if use_uvloop else "asyncio"
-    if loop != "asyncio":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the fake's thread makes its loop from it
-    from tests.fakes.judge import FakeJudge
-
-    fake = FakeJudge(latency_s=latency_ms / 1000).start()
-    cpu = time.process_time()
-    try:
-        print(json.dumps({"port": fake.port, "loop": loop, "pid": os.getpid()}), flush=True)
-        for line in commands:
-            if line.strip() == "reset":
-                fake.calls.clear()
-                fake.max_in_flight = 0
-                cpu = time.process_time()
-            stats = {"calls": len(fake.calls), "max_in_flight": fake.max_in_flight, "cpu_s": time.process_time() - cpu}
-            print(json.dumps(stats), flush=True)
-    finally:
-        fake.stop()
-    return 0
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def event_loop() -> str:
@@ -346,14 +322,14 @@ async def measure_llm(fake: FakeProcess, batched: bool, mode: Mode, samples: lis
         evaluate = one_by_one(judge, warmup) if mode == "one by one" else like_worker(judge, warmup, worker_concurrency)
         await evaluate
         backend.usage = Usage()
-        fake.ask("reset")
+        fake.window()
         wall, cpu = time.perf_counter(), time.process_time()
         if mode == "one by one":
             per_sample = await one_by_one(judge, samples)
         else:
             per_sample = await like_worker(judge, samples, worker_concurrency)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        stats = fake.ask("stats")
+        stats = fake.window()
     finally:
         await backend.close()
     usage = backend.usage
@@ -450,7 +426,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     p.add_argument("--no-uvloop", action="store_true", help="asyncio's own event loop in the client and the fake")
     p.add_argument("--json", metavar="FILE", type=Path, help="write the results as JSON")
-    p.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quick = args.quick
     args.samples = args.samples or (24 if quick else 200)
@@ -506,8 +481,6 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.serve_fake:
-        return serve_fake(args.latency_ms, not args.no_uvloop, sys.stdin)
     if not DATA.is_file():
         print(f"MEDEC data not found at {DATA}", file=sys.stderr)
         return 2

@@ -3,8 +3,8 @@
 
 Why cef-llm does not use the SDK: a sample makes 22 calls, so the client's CPU per call bounds how many
 samples one worker process can judge. Both clients send the same structured-output answer call (the
-cef-llm ``cef_answer`` request) to the fake judge of tests/fakes/judge.py in a child process (50 ms per call),
-``--calls`` times with ``--concurrency`` in flight; this process's CPU time over the calls is the figure.
+cef-llm ``cef_answer`` request) to the fake judge ``bench/fake_upstream.py --judge`` in a child process (50 ms
+per call), ``--calls`` times with ``--concurrency`` in flight; this process's CPU time over the calls is the figure.
 
     .venv/bin/python bench/judge_client.py [--calls 2000] [--concurrency 64]
 """
@@ -17,13 +17,9 @@ import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.fakes is not installed
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fidelity_speed import FakeProcess
+from fidelity_speed import FakeProcess  # bench/, beside this script
 
 from config import JudgeLLMConfig
 from judges.backends import open_backend

@@ -28,7 +28,8 @@ A second column times the same calls with the caller's words left out of the con
 to show which part of a check's cost is reading the request rather than the answer.
 
 The engine is the gateway's (`policies.setup.build_engine`) with the default pack, no audit file, a private metrics
-registry. Run it in the checkout to be measured:
+registry. It measures the packages the interpreter imports: the checkout the project's .venv was installed from
+(editable); for another copy of the code, put it first with ``PYTHONPATH=<that copy>``:
 
     .venv/bin/python bench/policy_checks.py [--repeat 7] [--words 300] [--chunk-words 4]
 
@@ -45,21 +46,17 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
+import fake_upstream  # bench/, beside this script
 import orjson
+from prometheus_client import CollectorRegistry
+from run import MEDEC_CSV, MEDEC_QUESTION, MODEL, chat_body, medec_request
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))  # the checkout this script sits in, before any installed copy
-
-import fake_upstream  # noqa: E402 - bench/, beside this script
-from prometheus_client import CollectorRegistry  # noqa: E402
-from run import MEDEC_CSV, MEDEC_QUESTION, MODEL, chat_body, medec_request  # noqa: E402
-
-from config import PoliciesConfig  # noqa: E402
-from policies.checks.base import Context  # noqa: E402
-from policies.checks.registry import all_checks  # noqa: E402
-from policies.engine import PolicyEngine, context_of  # noqa: E402
-from policies.setup import build_engine  # noqa: E402
-from protocol.exchange import Exchange  # noqa: E402
+from config import PoliciesConfig
+from policies.checks.base import Context
+from policies.checks.registry import all_checks
+from policies.engine import PolicyEngine, context_of
+from policies.setup import build_engine
+from protocol.exchange import Exchange
 
 TARGET_US = 200.0  # the target: the pack adds at most 0.2 ms to a 300-word non-streamed answer
 

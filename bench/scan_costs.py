@@ -6,7 +6,8 @@ cold caches; the timeit loop of bench/policy_checks.py keeps them warm. Each sca
 the median of --calls calls, warm (called back to back) and cold (16 MB of memory written just before each
 call), the candidates interleaved round by round so that a busy moment of the machine hits them alike. The
 request is the 652-word note and the answer the 305-word summary of `bench/run.py --medec-body
---medec-answer-words 300`.
+--medec-answer-words 300`. It measures the packages the interpreter imports (the checkout the project's .venv was
+installed from; ``PYTHONPATH=<another copy>`` puts another first).
 
     .venv/bin/python bench/scan_costs.py [--calls 400]
 """
@@ -18,18 +19,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))  # the checkout this script sits in, before any installed copy
+from run import MEDEC_CSV, medec_request  # bench/, beside this script
 
-from run import MEDEC_CSV, medec_request  # noqa: E402
-
-from gateway import identifiers  # noqa: E402
-from policies.checks import injection, red_flags  # noqa: E402
-from policies.checks.base import REQUEST_PREFILTERS  # noqa: E402
-from policies.engine import context_of  # noqa: E402
-from text.scan import Needles, Prefilter, _Literals, fold, spaced  # noqa: E402
+from policies.checks import injection, red_flags
+from policies.checks.base import REQUEST_PREFILTERS
+from policies.engine import context_of
+from text import identifiers
+from text.scan import Needles, Prefilter, _Literals, fold, spaced
 
 FLUSH = bytearray(16 * 1024 * 1024)
 
@@ -64,12 +61,12 @@ def scans() -> dict[str, Callable[[], object]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--calls", type=int, default=400, help="calls per scan and state (default 400)")
+    p.add_argument("--calls", type=int, default=400, help="calls per scan and state, in rounds of 20 (default 400)")
     args = p.parse_args()
     timed = scans()
     warm: dict[str, list[float]] = {name: [] for name in timed}
     cold: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(args.calls // 20):
+    for _ in range(max(1, -(-args.calls // 20))):  # rounds of 20, at least one
         for name, scan in timed.items():
             for _ in range(20):
                 start = time.perf_counter()
