@@ -16,7 +16,8 @@ import uvicorn
 from config import ConfigError, GatewayConfig, SamplingConfig, ServerConfig, load_config, missing_env, single_upstream
 from gateway.app import Gateway
 from judges import evaluate as judges_evaluate
-from judges.safety import probe_audit, probe_safety
+from judges.safety import audit_command
+from judges.safety import command as safety_command
 from judges.sycophancy import command as sycophancy_command
 
 log = logging.getLogger("medic_gateway")
@@ -65,11 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     sycophancy_command.add_arguments(sycophancy)
     sycophancy.set_defaults(run=sycophancy_command.main)
     safety = probes.add_parser("safety", help="refusal, over-refusal and harmfulness (MedSafetyBench, PubMedQA)")
-    probe_safety.add_arguments(safety)
-    safety.set_defaults(run=probe_safety.main)
+    safety_command.add_arguments(safety)
+    safety.set_defaults(run=safety_command.main)
     audit = probes.add_parser("audit", help="active safety: audit MEDEC notes with one planted error")
-    probe_audit.add_arguments(audit)
-    audit.set_defaults(run=probe_audit.main)
+    audit_command.add_arguments(audit)
+    audit.set_defaults(run=audit_command.main)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(run=_check_config)

@@ -11,8 +11,9 @@ from config import GatewayConfig
 from judges import registry
 from judges.events import EvaluationEvents
 from judges.metrics import JudgeMetrics
+from judges.rounds import Lock, no_lock
 from judges.safety.schedule import SafetyProbeScheduler
-from judges.sycophancy.schedule import Lock, ProbeScheduler, no_lock
+from judges.sycophancy.schedule import ProbeScheduler
 from judges.worker import Decrypt, Worker, WorkerSettings
 from pipeline import privacy
 from pipeline.queue import SampleQueue

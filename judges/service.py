@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from config import GatewayConfig
 from judges.events import configure as configure_events
 from judges.metrics import JudgeMetrics
+from judges.rounds import redis_lock
 from judges.runtime import build_runtime
-from judges.sycophancy.schedule import redis_lock
 from judges.worker import Worker, worker_name
 from pipeline.queue import open_queue
 from pipeline.store import RedisStore, open_store

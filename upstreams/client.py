@@ -67,6 +67,13 @@ class ModelClient:
             await upstream.start()
         self._started = True
 
+    async def __aenter__(self) -> ModelClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         if self._started:
             for upstream in self.upstreams:

@@ -2,8 +2,8 @@
 ones as indicators of each deployed model, and harmfulness when a judge model is configured.
 
 A round is ``medic-gateway probe safety`` on the configured models, through the configuration's upstream
-path, tagged ``x-medic-probe: safety``, once per ``every_s`` across all workers (the same Redis lock as the
-sycophancy rounds). It becomes results (tenant ``probe``): ``probe_refusal_harmful`` and
+path, tagged ``x-medic-probe: safety``, once per ``every_s`` across all workers (the Redis lock and rounds of
+every probe, ``judges.rounds``). It becomes results (tenant ``probe``): ``probe_refusal_harmful`` and
 ``probe_over_refusal_benign`` (refused or partial), ``probe_harmfulness_mean`` and
 ``probe_harmfulness_alert`` (share scoring 4-5) with a judge; and the gauge
 ``medic_probe_safety{model, model_version, quantity}``.
@@ -11,73 +11,45 @@ sycophancy rounds). It becomes results (tenant ``probe``): ``probe_refusal_harmf
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from config import GatewayConfig, SafetyProbeConfig
-from judges.metrics import JudgeMetrics
-from judges.safety.probe_safety import (
-    BENIGN_DEFAULT,
-    HARMFUL_DEFAULT,
-    Request,
-    SafetyReport,
-    SafetySettings,
-    load_benign,
-    load_harmful,
-    probe_model,
-)
-from judges.sycophancy.schedule import Lock, no_lock, run_rounds
+from judges.rounds import ScheduledProbe
+from judges.safety.datasets import BENIGN_DEFAULT, HARMFUL_DEFAULT, Request, load_benign, load_harmful
+from judges.safety.probe import SafetySettings, probe_model
+from judges.safety.score import SafetyReport
 from pipeline.sample import Result
-from pipeline.store import ResultStore
 
-log = logging.getLogger(__name__)
+Requests = tuple[list[Request], list[Request]]  # harmful, benign
 
 
-class SafetyProbeScheduler:
-    def __init__(self, config: GatewayConfig, store: ResultStore, metrics: JudgeMetrics, lock: Lock = no_lock,
-                 on_results: Callable[[list[Result]], None] | None = None) -> None:  # fmt: skip
+class SafetyProbeScheduler(ScheduledProbe[SafetyProbeConfig, Requests, SafetyReport]):
+    """The safety probe's rounds (``judges.rounds``): the requests loaded once, a round per model and period,
+    rated by ``judging.llm`` where one is configured."""
+
+    kind = "safety"
+
+    def configured(self, config: GatewayConfig) -> SafetyProbeConfig:
         assert config.probes.safety is not None
-        self.config = config
-        self.probe: SafetyProbeConfig = config.probes.safety
-        self.store = store
-        self.metrics = metrics
-        self.lock = lock
-        self.on_results = on_results
-        self._requests: tuple[list[Request], list[Request]] | None = None
+        return config.probes.safety
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await run_rounds(stop, self.probe.models, self.probe.every_s, self.round)
+    def load_data(self) -> Requests:
+        p = self.probe
+        harmful = Path(p.harmful) if p.harmful else HARMFUL_DEFAULT
+        return load_harmful(harmful), load_benign(Path(p.benign) if p.benign else BENIGN_DEFAULT)
 
-    async def round(self, model: str) -> SafetyReport | None:
-        period = int(time.time() // self.probe.every_s)
-        if not await self.lock(f"medic:probe:safety:{model}:{period}", self.probe.every_s):
-            return None
-        try:
-            if self._requests is None:
-                p = self.probe
-                harmful = Path(p.harmful) if p.harmful else HARMFUL_DEFAULT
-                self._requests = load_harmful(harmful), load_benign(Path(p.benign) if p.benign else BENIGN_DEFAULT)
-            p = self.probe
-            settings = SafetySettings(n=p.n, seed=p.seed, concurrency=p.concurrency, max_rps=p.max_rps,
-                                      params={"max_tokens": p.max_tokens})  # fmt: skip
-            report = await probe_model(self.config, model, *self._requests, settings, self.config.judging.llm)
-        except Exception as exc:  # a probe must never take the worker down; the next period tries again
-            self.metrics.probe_rounds.labels("safety", model, "failed").inc()
-            log.error("safety probe of %s failed: %s", model, type(exc).__name__)
-            return None
-        results = report_results(report)
-        await self.store.put(results)
-        self._observe(report, results)
-        if self.on_results is not None:
-            self.on_results(results)
-        return report
+    async def run_probe(self, model: str, data: Requests) -> SafetyReport:
+        p = self.probe
+        settings = SafetySettings(n=p.n, seed=p.seed, concurrency=p.concurrency, max_rps=p.max_rps,
+                                  params={"max_tokens": p.max_tokens})  # fmt: skip
+        return await probe_model(self.config, model, *data, settings, self.config.judging.llm)
 
-    def _observe(self, report: SafetyReport, results: list[Result]) -> None:
-        self.metrics.probe_rounds.labels("safety", report.model, "completed").inc()
+    def results(self, report: SafetyReport) -> list[Result]:
+        return report_results(report)
+
+    def observe(self, report: SafetyReport, results: list[Result]) -> None:
         version = report.model_version or "unknown"
         for result in results:
             if result.score is not None:

@@ -13,7 +13,7 @@ import corpora
 from config import GatewayConfig
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
 from judges.sycophancy.datasets import DatasetError, load
-from judges.sycophancy.probe import Answered, ProbeSettings, Templates, run
+from judges.sycophancy.probe import ProbeSettings, Templates, asker, run
 from judges.sycophancy.score import Report
 from upstreams.client import ModelClient
 
@@ -56,17 +56,8 @@ def main(args: argparse.Namespace) -> int:
 
 async def probe_model(config: GatewayConfig, model: str, items: Any, probe: ProbeSettings) -> Report:
     """One round through the configuration's upstream path, tagged ``x-medic-probe: sycophancy``."""
-    client = ModelClient(config, "sycophancy")
-    await client.start()
-    try:
-
-        async def ask(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Answered:
-            completion = await client.chat(model, messages, **params)
-            return Answered(completion.text, completion.model)
-
-        return await run(ask, model, items, probe)
-    finally:
-        await client.close()
+    async with ModelClient(config, "sycophancy") as client:
+        return await run(asker(client), model, items, probe)
 
 
 def render(found: Report) -> str:

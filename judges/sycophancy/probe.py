@@ -22,6 +22,7 @@ from judges.limiter import Limiter
 from judges.sycophancy.answers import extract
 from judges.sycophancy.datasets import Item
 from judges.sycophancy.score import ItemOutcome, Report, report
+from upstreams.client import ModelClient
 
 NUDGES = ("basic", "expert")
 DEFAULT_PLAIN = "{context}Question: {question}\n{options}{instruction}"
@@ -78,6 +79,16 @@ class Answered:
 
 class Asker(Protocol):
     async def __call__(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Answered: ...
+
+
+def asker(client: ModelClient) -> Asker:
+    """Asks through ``client``: the configuration's upstream path, tagged with the client's probe kind."""
+
+    async def ask(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Answered:
+        completion = await client.chat(model, messages, **params)
+        return Answered(completion.text, completion.model)
+
+    return ask
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Every ``probes.sycophancy.every_s`` each configured model gets one round (``judges.sycophancy.probe``)
 through the configuration's upstream path, tagged ``x-medic-probe: sycophancy`` and throttled by
-``max_rps``. With several workers on one Redis, a lock per model and period makes exactly one of them run
-it. A round's figures become results in the results store (request id
+``max_rps``. With several workers on one Redis, a lock per model and period (``judges.rounds``) makes exactly
+one of them run it. A round's figures become results in the results store (request id
 ``probe-sycophancy-<model>-<time>[-<nudge>]``, tenant ``probe``), the gauge
 ``medic_probe_sycophancy{model, model_version, nudge, quantity}`` and the usual evaluation events. Probe
 traffic never passes the gateway's front door, so it is neither sampled into other judges nor counted in the
@@ -12,69 +12,29 @@ user-traffic metrics.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import corpora
 from config import GatewayConfig, SycophancyProbeConfig
-from judges.metrics import JudgeMetrics
+from judges.rounds import ScheduledProbe
 from judges.sycophancy.command import probe_model
 from judges.sycophancy.datasets import Item, load
 from judges.sycophancy.probe import ProbeSettings, Templates
 from judges.sycophancy.score import Report
 from pipeline.sample import Result
-from pipeline.store import ResultStore
 
-log = logging.getLogger(__name__)
-Lock = Callable[[str, float], Awaitable[bool]]  # (key, ttl_s) -> whether this process holds it
 QUANTITIES = ("s_raw", "confusability", "s_adj", "s_adj_normalised", "accuracy")
 
 
-async def no_lock(key: str, ttl_s: float) -> bool:
-    """A single process (embedded judges): always the one to run."""
-    return True
+class ProbeScheduler(ScheduledProbe[SycophancyProbeConfig, list[Item], Report]):
+    """The sycophancy probe's rounds (``judges.rounds``): the items loaded once, a round per model and period."""
 
+    kind = "sycophancy"
 
-async def run_rounds(stop: asyncio.Event, models: list[str], every_s: float,
-                     round_of: Callable[[str], Awaitable[object]]) -> None:  # fmt: skip
-    """A round per model now, then every ``every_s``, until ``stop`` is set (any probe's timer)."""
-    while not stop.is_set():
-        for model in models:
-            if stop.is_set():
-                break
-            await round_of(model)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
-
-
-def redis_lock(client: Any, owner: str) -> Lock:
-    """SET NX with an expiry: the first worker to ask for a period's key runs that period's round."""
-
-    async def lock(key: str, ttl_s: float) -> bool:
-        try:
-            return bool(await client.set(key, owner, nx=True, px=max(1, int(ttl_s * 1000))))
-        except Exception as exc:  # Redis down: skip this round rather than run it on every worker
-            log.warning("probe lock unavailable (%s): round skipped", type(exc).__name__)
-            return False
-
-    return lock
-
-
-class ProbeScheduler:
-    def __init__(self, config: GatewayConfig, store: ResultStore, metrics: JudgeMetrics, lock: Lock = no_lock,
-                 on_results: Callable[[list[Result]], None] | None = None) -> None:  # fmt: skip
+    def configured(self, config: GatewayConfig) -> SycophancyProbeConfig:
         assert config.probes.sycophancy is not None
-        self.config = config
-        self.probe: SycophancyProbeConfig = config.probes.sycophancy
-        self.store = store
-        self.metrics = metrics
-        self.lock = lock
-        self.on_results = on_results
-        self._items: list[Item] | None = None
+        return config.probes.sycophancy
 
     def settings(self) -> ProbeSettings:
         p = self.probe
@@ -85,32 +45,17 @@ class ProbeScheduler:
         return ProbeSettings(n=p.n, repeats=p.repeats, seed=p.seed, concurrency=p.concurrency, max_rps=p.max_rps,
                              params=params, templates=templates)  # fmt: skip
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await run_rounds(stop, self.probe.models, self.probe.every_s, self.round)
+    def load_data(self) -> list[Item]:
+        return load(self.probe.dataset or corpora.path(corpora.PUBMEDQA_L))
 
-    async def round(self, model: str) -> Report | None:
-        """One round for ``model`` unless another process holds this period's lock; failures are logged."""
-        period = int(time.time() // self.probe.every_s)
-        if not await self.lock(f"medic:probe:sycophancy:{model}:{period}", self.probe.every_s):
-            return None
-        try:
-            if self._items is None:
-                self._items = load(self.probe.dataset or corpora.path(corpora.PUBMEDQA_L))
-            report = await probe_model(self.config, model, self._items, self.settings())
-        except Exception as exc:  # a probe must never take the worker down; the next period tries again
-            self.metrics.probe_rounds.labels("sycophancy", model, "failed").inc()
-            log.error("sycophancy probe of %s failed: %s", model, type(exc).__name__)
-            return None
-        results = report_results(report)
-        await self.store.put(results)
-        self._observe(report)
-        if self.on_results is not None:
-            self.on_results(results)
-        return report
+    async def run_probe(self, model: str, data: list[Item]) -> Report:
+        return await probe_model(self.config, model, data, self.settings())
 
-    def _observe(self, report: Report) -> None:
+    def results(self, report: Report) -> list[Result]:
+        return report_results(report)
+
+    def observe(self, report: Report, results: list[Result]) -> None:
         version = report.model_version or "unknown"
-        self.metrics.probe_rounds.labels("sycophancy", report.model, "completed").inc()
         gauge = self.metrics.probe_sycophancy
         if report.accuracy_plain is not None:
             gauge.labels(report.model, version, "none", "accuracy").set(report.accuracy_plain)

@@ -16,21 +16,10 @@ import pytest
 
 import corpora
 from config import single_upstream
-from judges.safety.probe_audit import (
-    ERROR_TYPES,
-    AuditDatasetError,
-    AuditReport,
-    AuditSettings,
-    Note,
-    Verdict,
-    add_arguments,
-    draw,
-    load_notes,
-    main,
-    parse,
-    probe_model,
-    token_f1,
-)
+from judges.safety.audit import AuditSettings, draw, parse, probe_model
+from judges.safety.audit_command import add_arguments, main
+from judges.safety.audit_score import AuditReport, Verdict, token_f1
+from judges.safety.datasets import ERROR_TYPES, AuditDatasetError, Note, load_notes
 from tests.fakes.upstream import FakeUpstream, Json, Recorded, chat_completion, error
 
 MEDEC = corpora.path(corpora.MEDEC_MS_VALIDATION)

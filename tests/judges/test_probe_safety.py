@@ -16,16 +16,9 @@ import pytest
 
 import corpora
 from config import JudgeLLMConfig, single_upstream
-from judges.safety.probe_safety import (
-    REQUEST_COLUMN,
-    SafetySettings,
-    add_arguments,
-    draw,
-    load_benign,
-    load_harmful,
-    main,
-    probe_model,
-)
+from judges.safety.command import add_arguments, main
+from judges.safety.datasets import REQUEST_COLUMN, load_benign, load_harmful
+from judges.safety.probe import SafetySettings, draw, probe_model
 from judges.sycophancy.datasets import DatasetError
 from tests.fakes.judge import FakeJudge
 from tests.fakes.upstream import FakeUpstream, Json, Recorded, chat_completion, error

@@ -25,8 +25,9 @@ from config import (
 from judges.backends import open_backend
 from judges.metrics import JudgeMetrics
 from judges.registry import build
+from judges.rounds import redis_lock
 from judges.sycophancy.live import JudgeModelComparison, LiveSycophancyJudge, key, pressure
-from judges.sycophancy.schedule import ProbeScheduler, redis_lock
+from judges.sycophancy.schedule import ProbeScheduler
 from pipeline.sample import Choice, Response, Result, Sample
 from pipeline.store import Query, SQLiteStore
 from tests.fakes import http
