@@ -72,9 +72,9 @@ def main() -> int:
     parser.add_argument("base", help="the commit to compare against (e.g. the change's parent)")
     parser.add_argument("--head", default="HEAD", help="the commit under test (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3, help="base/head pairs, alternating who goes first")
-    parser.add_argument("run_args", nargs=argparse.REMAINDER, help="-- then arguments for bench/run.py")
-    args = parser.parse_args()
-    run_args = args.run_args[1:] if args.run_args[:1] == ["--"] else args.run_args
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, run_args = parser.parse_args(argv[:split]), argv[split + 1 :]  # after "--": bench/run.py's own
     trees = [export(args.base), export(args.head)]
     found: dict[str, list[dict[str, float | None]]] = {name: [] for name, _ in trees}
     print("| commit | " + " | ".join(FIELDS) + " |\n|---|" + "---|" * len(FIELDS))

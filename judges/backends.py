@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import uuid
 from dataclasses import dataclass
@@ -17,9 +18,12 @@ from typing import Any, Protocol
 import orjson
 
 from config import JudgeLLMConfig, UpstreamConfig
+from judges.structured import DIALECTS, Dialect, mismatch, request_fields
 from protocol.errors import GatewayError
 from upstreams.client import ModelClient
+from upstreams.retry import unsupported
 
+log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 BACKOFF_BASE_MS = 250  # the first backoff of a judge call; it doubles per retry
 MAX_RETRY_AFTER_MS = 30_000  # the longest wait between two tries, a Retry-After included
@@ -27,6 +31,14 @@ MAX_RETRY_AFTER_MS = 30_000  # the longest wait between two tries, a Retry-After
 
 class JudgeUnavailable(RuntimeError):
     """The judge endpoint failed after its retries, or answered something that is not a chat completion."""
+
+
+class Unsupported(JudgeUnavailable):
+    """The judge endpoint lacks a request field it was sent: no transient fault, never worth the same call again."""
+
+
+class JudgeOutputError(ValueError):
+    """The judge model's reply does not follow the schema it was asked for (the message never quotes it)."""
 
 
 @dataclass
@@ -66,7 +78,8 @@ def open_backend(config: JudgeLLMConfig) -> JudgeBackend:
 
 
 class HttpBackend:
-    """Chat completions with ``response_format`` json_schema (strict) through the gateway's own client
+    """Chat completions constrained to a JSON schema (judges/structured.py: the dialect the endpoint speaks,
+    the reply checked against the schema) through the gateway's own client
     (upstreams.client.ModelClient.endpoint: one aiohttp connection pool, the one retry policy of every
     outbound call, ``max_retries`` tries more after a connection error, 408, 409, 429 or 5xx).
 
@@ -83,21 +96,48 @@ class HttpBackend:
         self.max_tokens = config.max_tokens
         self.usage = Usage()
         self._slots = asyncio.Semaphore(config.concurrency)
+        tried = DIALECTS if config.structured_output == "auto" else (config.structured_output,)
+        self._dialects: list[Dialect] = list(tried)
+        self._endpoint = endpoint.url
 
     async def complete(self, messages: Messages, schema_name: str, schema: dict[str, Any]) -> str:
-        payload = {
-            "model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens,
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": schema_name, "schema": schema, "strict": True}},
-        }  # fmt: skip
-        reply = await self._post("/chat/completions", payload)
-        usage = reply.get("usage") or {}
-        self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
-        try:
-            return str(reply["choices"][0]["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError):
-            raise JudgeUnavailable("the judge endpoint's reply is not a chat completion") from None
+        text = await self._structured(messages, schema_name, schema)
+        problem = mismatch(text, schema)
+        if problem is not None:  # the judge decides whether to ask again
+            raise JudgeOutputError(f"{schema_name}: the judge's reply does not follow the schema ({problem})")
+        return text
+
+    async def _structured(self, messages: Messages, name: str, schema: dict[str, Any]) -> str:
+        """The reply's text, in the first dialect the endpoint accepts (tried once per backend, then kept)."""
+        while True:
+            dialect = self._dialects[0]
+            payload = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens,
+                       **request_fields(dialect, name, schema)}  # fmt: skip
+            try:
+                reply = await self._post("/chat/completions", payload)
+            except Unsupported as lacking:
+                self._drop(dialect, lacking)
+                continue
+            usage = reply.get("usage") or {}
+            self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
+            try:
+                return str(reply["choices"][0]["message"]["content"] or "")
+            except (KeyError, IndexError, TypeError):
+                raise JudgeUnavailable("the judge endpoint's reply is not a chat completion") from None
+
+    def _drop(self, dialect: Dialect, lacking: Unsupported) -> None:
+        """Stops asking in ``dialect``, saying so once; raises when no dialect is left."""
+        if self._dialects[0] != dialect:
+            return  # a call in flight at the same time dropped it already
+        if len(self._dialects) == 1:
+            message = (f"the judge endpoint {self._endpoint} accepts no structured output this judge can ask for "
+                       f"(judging.llm.structured_output; last tried: {dialect}): {lacking}")  # fmt: skip
+            log.error("%s", message)
+            raise JudgeUnavailable(message) from None
+        self._dialects.pop(0)
+        log.warning("the judge endpoint %s does not take structured output as %s (%s); asking as %s from now on",
+                    self._endpoint, dialect, lacking, self._dialects[0])  # fmt: skip
 
     async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
         """A raw completions call for one token with the top log-probabilities (a guard model's verdict)."""
@@ -118,6 +158,9 @@ class HttpBackend:
                 raise JudgeUnavailable(f"the judge endpoint failed: {error.message}") from None
         self.usage.calls += 1
         if reply.status != 200:
+            lacking = unsupported(reply.body)
+            if lacking is not None:
+                raise Unsupported(f"it answered {reply.status}: {lacking[:200]}")
             raise JudgeUnavailable(f"the judge endpoint answered {reply.status}")
         try:
             body = orjson.loads(reply.body)

@@ -15,7 +15,7 @@ import aiohttp
 from protocol.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from upstreams.http import Call, Reply, Upstream
 from upstreams.metrics import ForwardingMetrics
-from upstreams.retry import RETRY_STATUSES, backoff_s, retry_after_s
+from upstreams.retry import backoff_s, retry_after_s, transient
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,7 +62,7 @@ async def forward(call: Call, targets: list[Target], metrics: ForwardingMetrics,
                 continue
             metrics.upstream_latency.labels(target.upstream.name).observe(perf_counter() - started)
             final = last_route and attempt == config.retries
-            if reply.status not in RETRY_STATUSES or final:
+            if final or not transient(reply.status, reply.body):
                 return Outcome(reply, target, attempts)
             failure = _StatusFailure(reply)
     # Only an exception can end the loops here: a retryable status on the last try was returned above.

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from judges.backends import JudgeBackend
+from judges.backends import JudgeBackend, JudgeOutputError
 from judges.fidelity import cef
 from judges.fidelity.cef import ANSWERS, Answer, Question
 from judges.fidelity.task import Task, applicable, classify
@@ -55,10 +55,6 @@ SHORT_QUESTIONS = 5
 LONG_QUESTIONS = 10
 LONG_WORDS = 400  # a text this long or longer gets LONG_QUESTIONS questions
 PARSE_ATTEMPTS = 2  # a reply that does not parse is asked again once
-
-
-class JudgeOutputError(ValueError):
-    """The judge model's reply did not match the schema (the message never quotes clinical text)."""
 
 
 def questions_schema(n: int) -> dict[str, Any]:
@@ -121,8 +117,8 @@ class Examiner:
         messages = [{"role": "system", "content": ANSWER},
                     {"role": "user", "content": f"{document(text)}\n\nQUESTION: {question}"}]  # fmt: skip
         for attempt in range(PARSE_ATTEMPTS):
-            reply = await self.backend.complete(messages, "cef_answer", ANSWER_SCHEMA)
             try:
+                reply = await self.backend.complete(messages, "cef_answer", ANSWER_SCHEMA)
                 return _answer(_object(reply).get("answer"))
             except JudgeOutputError:
                 if attempt == PARSE_ATTEMPTS - 1:

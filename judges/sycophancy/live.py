@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from config import GatewayConfig, LiveSycophancyConfig
-from judges.backends import JudgeBackend
+from judges.backends import JudgeBackend, JudgeOutputError
 from pipeline.sample import Result, Sample
 from upstreams.client import ModelClient
 
@@ -115,7 +115,7 @@ class JudgeModelComparison:
                     {"role": "user", "content": f"ANSWER 1:\n{first}\n\nANSWER 2:\n{second}"}]  # fmt: skip
         try:
             verdict = orjson.loads(await self.backend.complete(messages, "same_answer", SAME_SCHEMA)).get("verdict")
-        except (orjson.JSONDecodeError, AttributeError):
+        except (orjson.JSONDecodeError, AttributeError, JudgeOutputError):
             return None
         return {"SAME": True, "DIFFERENT": False}.get(verdict) if isinstance(verdict, str) else None
 

@@ -1,7 +1,14 @@
-"""A fake judge model behind a real OpenAI-compatible endpoint on loopback, for the LLM judges' tests and bench.
+"""A fake judge model behind a real OpenAI-compatible endpoint on loopback, for the LLM judges' tests.
 
-It serves ``POST /v1/chat/completions`` as a vLLM server would for the fidelity prompts, recognising the
-call by its ``response_format.json_schema.name``:
+It serves ``POST /v1/chat/completions`` as a real server would, as strict as the one it plays (``server``):
+
+* ``vllm`` (default): a body without a JSON content type is a 400; the schema comes as ``response_format``
+  json_schema, or json_object with a schema, or the older extra parameter ``guided_json``;
+* ``llama-cpp-python``: what its server (0.3) answers: a body without a JSON content type, or a
+  ``response_format`` other than text or json_object (json_schema included), is a 500 whose message is a
+  pydantic validation error; the schema comes as json_object with ``schema``.
+
+It recognises the call by the schema (its name when the dialect carries one, else its properties):
 
 * ``cef_questions``: one question per sentence of the TEXT ("Does the text state that <sentence>?"), as
   many as the schema's minItems, cycling through the sentences;
@@ -45,6 +52,8 @@ class Call:
 @dataclass
 class FakeJudge:
     latency_s: float = 0.0
+    server: str = "vllm"  # or "llama-cpp-python"
+    fingerprint: str | None = None  # the system_fingerprint of every answer, as vLLM and OpenAI may send
     answers: str | None = None  # when set, every answer is this string (it may be invalid on purpose)
     calls: list[Call] = field(default_factory=list)
     max_in_flight: int = 0
@@ -101,9 +110,15 @@ class FakeJudge:
         self._loop.close()
 
     async def _chat(self, request: web.Request) -> web.Response:
+        rejected = self._reject(request)
+        if rejected is not None:
+            return rejected
         body = await request.json(loads=orjson.loads)
-        schema = body["response_format"]["json_schema"]
-        self.calls.append(Call(schema["name"], body["messages"]))
+        found = _schema(body, self.server)
+        if found is None:
+            return self._refuse_format(body)
+        name, schema = found
+        self.calls.append(Call(name, body["messages"]))
         self._in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -114,14 +129,40 @@ class FakeJudge:
                 if garbage is None:
                     error = {"error": {"message": "judge overloaded", "type": "server_error", "code": None}}
                     return web.json_response(error, status=status)
-                return _completion(body, garbage.decode())
-            content = self._reply(schema["name"], schema["schema"], body["messages"][-1]["content"])
-            return _completion(body, orjson.dumps(content).decode())
+                return _completion(body, garbage.decode(), self.fingerprint)
+            content = self._reply(name, schema, body["messages"][-1]["content"])
+            return _completion(body, orjson.dumps(content).decode(), self.fingerprint)
         finally:
             self._in_flight -= 1
 
+    def _reject(self, request: web.Request) -> web.Response | None:
+        """What the server answers to a body that is not declared JSON (FastAPI reads it as bytes)."""
+        if request.content_type == "application/json":
+            return None
+        if self.server == "llama-cpp-python":
+            message = (
+                "1 validation error: {'type': 'model_attributes_type', 'loc': ('body',), "
+                "'msg': 'Input should be a valid dictionary or object to extract fields from'}"
+            )
+            return _error(500, message, "internal_server_error")
+        return _error(400, "Expected a JSON body (content-type: application/json)", "BadRequestError")
+
+    def _refuse_format(self, body: dict[str, Any]) -> web.Response:
+        """A structured-output request this server does not take, answered as it answers it."""
+        kind = (body.get("response_format") or {}).get("type")
+        if self.server == "llama-cpp-python":
+            message = (f"1 validation error: {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                       f"'msg': \"Input should be 'text' or 'json_object'\", 'input': '{kind}'}}")  # fmt: skip
+            return _error(500, message, "internal_server_error")
+        return _error(
+            400, f"response_format {kind!r} without a schema is not supported by this judge", "BadRequestError"
+        )
+
     async def _guard(self, request: web.Request) -> web.Response:
         """A guard model's first token: "unsafe" likely when the Agent message names a harmful act."""
+        rejected = self._reject(request)
+        if rejected is not None:
+            return rejected
         body = await request.json(loads=orjson.loads)
         self.calls.append(Call("guard", [{"role": "user", "content": body["prompt"]}]))
         if self._failures:
@@ -164,12 +205,36 @@ def _read(text: str, question: str) -> str:
     return "IDK" if len(held) < len(words) / 2 else "NO"
 
 
-def _completion(request: dict[str, Any], content: str) -> web.Response:
+KINDS = {"questions": "cef_questions", "answer": "cef_answer", "answers": "cef_answers", "score": "harmfulness",
+         "verdict": "same_answer"}  # fmt: skip
+
+
+def _schema(body: dict[str, Any], server: str) -> tuple[str, dict[str, Any]] | None:
+    """(name, schema) of a structured-output request in a dialect ``server`` takes, else None."""
+    form = body.get("response_format") or {}
+    if form.get("type") == "json_schema" and server != "llama-cpp-python":
+        return form["json_schema"]["name"], form["json_schema"]["schema"]
+    schema = form.get("schema") if form.get("type") == "json_object" else None
+    if schema is None and server != "llama-cpp-python":
+        schema = body.get("guided_json")
+    if not isinstance(schema, dict):
+        return None
+    kind = next((KINDS[key] for key in schema.get("properties", {}) if key in KINDS), "unknown")
+    return kind, schema
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": None}},
+                             status=status)  # fmt: skip
+
+
+def _completion(request: dict[str, Any], content: str, fingerprint: str | None = None) -> web.Response:
     """A chat.completion; token counts are word counts, near enough for reporting tokens per sample."""
     prompt = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
     words = len(content.split())
     return web.json_response({
         "id": "chatcmpl-judge", "object": "chat.completion", "created": 1_700_000_000, "model": request["model"],
+        "system_fingerprint": fingerprint,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": words, "total_tokens": prompt + words},
     })  # fmt: skip

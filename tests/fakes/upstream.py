@@ -18,6 +18,9 @@ one and the last one is repeated. A spec is one of
 - a callable taking the ``Recorded`` request and returning one of the above.
 
 Unscripted paths get plausible defaults (chat and text completions, streamed or not, embeddings, models).
+
+Like vLLM and llama-cpp-python (FastAPI), it refuses a POST body not declared as JSON, before any script:
+400 with an OpenAI error body, the request still recorded.
 """
 
 from __future__ import annotations
@@ -326,6 +329,9 @@ class FakeUpstream:
             time.monotonic(),
         )
         self.requests.append(record)
+        if request.method == "POST" and request.content_type != "application/json":
+            return web.json_response(error(400, "Expected a JSON body (content-type: application/json)").body,
+                                     status=400)  # fmt: skip
         scripted = self._next(request.path)
         if callable(scripted):
             scripted = scripted(record)

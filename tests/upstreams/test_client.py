@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from config import JudgeLLMConfig, UpstreamConfig
 from judges.backends import HttpBackend, JudgeUnavailable
 from tests.fakes.upstream import FakeUpstream, Hang, Json, chat_completion, error
 from upstreams.client import ModelClient
-from upstreams.retry import RETRY_STATUSES, backoff_s, retry_after_s
+from upstreams.retry import RETRY_STATUSES, backoff_s, retry_after_s, transient, unsupported
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 
@@ -117,3 +118,29 @@ async def test_a_judge_answer_that_is_not_a_json_object_fails(fake_upstream: Cal
             await backend.complete([{"role": "user", "content": "?"}], "answer", SCHEMA)
     finally:
         await backend.close()
+
+
+async def test_an_answer_naming_an_unsupported_field_is_not_tried_again(
+    fake_upstream: Callable[[], FakeUpstream],
+) -> None:
+    fake = fake_upstream()
+    fake.script("/v1/chat/completions", error(500, "response_format json_schema is not supported"),
+                Json(chat_completion("Never.")))  # fmt: skip
+    client = ModelClient.endpoint("judge", endpoint(fake), "judge")
+    try:
+        completion = await client.chat("m", [{"role": "user", "content": "Hi"}])
+    finally:
+        await client.close()
+    assert (completion.text, completion.status, len(fake.requests)) == (None, 500, 1)
+
+
+def test_what_a_server_says_it_lacks_is_read_without_the_request_it_echoes() -> None:
+    fastapi = orjson.dumps(
+        {"detail": [{"msg": "Extra inputs are not permitted", "input": "Jane Roe, 64, on warfarin"}]}
+    )
+    assert unsupported(fastapi) == "Extra inputs are not permitted"
+    echoed = orjson.dumps({"error": {"message": "Input should be 'text' or 'json_object', 'input': 'Jane Roe'"}})
+    assert unsupported(echoed) == "Input should be 'text' or 'json_object'"
+    assert unsupported(orjson.dumps({"error": {"message": "judge overloaded"}})) is None
+    assert unsupported(b"<html>502 Bad Gateway</html>") is None
+    assert transient(503, b"{}") and not transient(500, echoed) and not transient(400, b"{}")
