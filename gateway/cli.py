@@ -1,4 +1,4 @@
-"""The ``medic-gateway`` command: serve, worker, evaluate, probe, check-config."""
+"""The ``medic-gateway`` command: serve, worker, evaluate, probe, local-model, check-config."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from config import ConfigError, GatewayConfig, SamplingConfig, ServerConfig, load_config, missing_env, single_upstream
+from gateway import local_model
 from gateway.app import Gateway
 from judges import evaluate as judges_evaluate
 from judges.safety import audit_command
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     audit = probes.add_parser("audit", help="active safety: audit MEDEC notes with one planted error")
     audit_command.add_arguments(audit)
     audit.set_defaults(run=audit_command.main)
+    local = commands.add_parser("local-model", help="serve a real small model on this machine (extra [local])")
+    local_model.add_arguments(local)
+    local.set_defaults(run=local_model.main)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(run=_check_config)

@@ -13,7 +13,7 @@ anyone could send it to escape monitoring.
 
 from __future__ import annotations
 
-import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +85,9 @@ class ModelClient:
         Raises GatewayError when every try of every route failed without an answer."""
         if not self._started:
             await self.start()
-        call = Call(path, orjson.dumps(payload), payload, False, f"{self.kind}-{secrets.token_hex(8)}",
-                    self.headers, None)  # fmt: skip
+        # a UUID's 32 hex digits: llama-cpp-python answers a bare 400 to any other x-request-id (the kind of call
+        # is in x-medic-probe)
+        call = Call(path, orjson.dumps(payload), payload, False, uuid.uuid4().hex, self.headers, None)
         model = str(payload["model"])
         return (await forward(call, self.targets(model), self.metrics, model)).reply
 

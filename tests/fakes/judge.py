@@ -30,6 +30,7 @@ import math
 import re
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +137,10 @@ class FakeJudge:
             self._in_flight -= 1
 
     def _reject(self, request: web.Request) -> web.Response | None:
-        """What the server answers to a body that is not declared JSON (FastAPI reads it as bytes)."""
+        """What the server answers to a body that is not declared JSON (FastAPI reads it as bytes), and
+        llama-cpp-python to an x-request-id that is not a UUID (starlette-context checks it): a bare 400."""
+        if self.server == "llama-cpp-python" and not _uuid(request.headers.get("x-request-id", "")):
+            return web.Response(status=400)
         if request.content_type == "application/json":
             return None
         if self.server == "llama-cpp-python":
@@ -221,6 +225,14 @@ def _schema(body: dict[str, Any], server: str) -> tuple[str, dict[str, Any]] | N
         return None
     kind = next((KINDS[key] for key in schema.get("properties", {}) if key in KINDS), "unknown")
     return kind, schema
+
+
+def _uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return not value  # no header at all is accepted
+    return True
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:
