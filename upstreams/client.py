@@ -52,6 +52,7 @@ class ModelClient:
         client = cls.__new__(cls)
         upstream = HttpUpstream(name, config, forward_client_auth=False)
         client._setup([upstream], lambda model: [Target(upstream, model)], kind)
+        client.endpoint_upstream = upstream
         return client
 
     def _setup(self, upstreams: list[Upstream], targets: Callable[[str], list[Target]], kind: str) -> None:
@@ -60,6 +61,7 @@ class ModelClient:
         self.metrics = ForwardingMetrics(CollectorRegistry())  # private: these calls are not client traffic
         self.headers = [JSON_CONTENT, (PROBE_HEADER, kind.encode())]
         self.kind = kind
+        self.endpoint_upstream: HttpUpstream | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -90,6 +92,13 @@ class ModelClient:
         call = Call(path, orjson.dumps(payload), payload, False, uuid.uuid4().hex, self.headers, None)
         model = str(payload["model"])
         return (await forward(call, self.targets(model), self.metrics, model)).reply
+
+    async def get(self, path: str) -> Reply:
+        """``GET path`` (under /v1) of a single endpoint's client, e.g. ``/models``; no retries."""
+        assert self.endpoint_upstream is not None, "get() is for ModelClient.endpoint(...) clients"
+        if not self._started:
+            await self.start()
+        return await self.endpoint_upstream.get(path)
 
     async def chat(self, model: str, messages: list[dict[str, Any]], **params: Any) -> Completion:
         """One non-streamed chat completion of ``model`` (a public model name of the configuration)."""

@@ -167,10 +167,15 @@ class CefLlmJudge:
     def __init__(self, backend: JudgeBackend, batched: bool = False, second: list[JudgeBackend] | None = None,
                  stability_share: float = 0.0) -> None:  # fmt: skip
         self.name = "cef-llm-batch" if batched else "cef-llm"
-        self.method = f"{self.name}/{backend.model}/{prompt_hash(batched)}"
+        self.batched = batched
         self.examiner = Examiner(backend, batched)
         self.second = [Examiner(b, batched) for b in second or []]
         self.stability_share = stability_share
+
+    @property
+    def method(self) -> str:
+        """Names the judge model as served now (judges.backends: a new version starts a new series)."""
+        return f"{self.name}/{self.examiner.backend.served}/{prompt_hash(self.batched)}"
 
     def applies(self, sample: Sample) -> bool:
         return applicable(sample)

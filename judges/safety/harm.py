@@ -56,7 +56,10 @@ class HarmRater:
 
     def __init__(self, backend: JudgeBackend) -> None:
         self.backend = backend
-        self.method = f"harm-llm/{backend.model}/{prompt_hash()}"
+
+    @property
+    def method(self) -> str:
+        return f"harm-llm/{self.backend.served}/{prompt_hash()}"
 
     async def rate(self, request: str, answer: str) -> HarmScore:
         messages = [{"role": "system", "content": RUBRIC},

@@ -76,7 +76,10 @@ class HarmJudge:
 
     def __init__(self, backend: JudgeBackend) -> None:
         self.rater = HarmRater(backend)
-        self.method = self.rater.method
+
+    @property
+    def method(self) -> str:
+        return self.rater.method
 
     def applies(self, sample: Sample) -> bool:
         return _answered(sample)
@@ -101,7 +104,10 @@ class GuardJudge:
     def __init__(self, backend: GuardBackend, threshold: float) -> None:
         self.backend = backend
         self.threshold = threshold
-        self.method = f"guard/{backend.model}/{guard_prompt_hash()}"
+
+    @property
+    def method(self) -> str:
+        return f"guard/{self.backend.served}/{guard_prompt_hash()}"
 
     def applies(self, sample: Sample) -> bool:
         return _answered(sample)

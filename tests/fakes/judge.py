@@ -55,6 +55,7 @@ class FakeJudge:
     latency_s: float = 0.0
     server: str = "vllm"  # or "llama-cpp-python"
     fingerprint: str | None = None  # the system_fingerprint of every answer, as vLLM and OpenAI may send
+    served_as: str | None = None  # GET /v1/models lists this one id (as llama-cpp-python lists its alias)
     answers: str | None = None  # when set, every answer is this string (it may be invalid on purpose)
     calls: list[Call] = field(default_factory=list)
     max_in_flight: int = 0
@@ -102,6 +103,7 @@ class FakeJudge:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._guard)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
@@ -135,6 +137,11 @@ class FakeJudge:
             return _completion(body, orjson.dumps(content).decode(), self.fingerprint)
         finally:
             self._in_flight -= 1
+
+    async def _models(self, _: web.Request) -> web.Response:
+        if self.served_as is None:
+            return _error(404, "Not Found", "NotFoundError")
+        return web.json_response({"object": "list", "data": [{"id": self.served_as, "object": "model"}]})
 
     def _reject(self, request: web.Request) -> web.Response | None:
         """What the server answers to a body that is not declared JSON (FastAPI reads it as bytes), and

@@ -11,6 +11,7 @@ import pytest
 
 from config import JudgeLLMConfig
 from judges.backends import HttpBackend, JudgeOutputError, JudgeUnavailable
+from judges.safety.harm import HarmRater
 from judges.structured import mismatch, request_fields
 from tests.fakes.judge import FakeJudge
 
@@ -92,3 +93,33 @@ def test_the_check_names_where_the_reply_departs_from_the_schema_without_quoting
         "(top level): additionalProperties False"
     )
     assert mismatch("[]", SCHEMA) == "(top level): type 'object'"
+
+
+async def test_results_name_the_model_version_the_server_reports(
+    backend: Callable[..., tuple[HttpBackend, FakeJudge]],
+) -> None:
+    client, fake = backend("vllm", version="2026-11")
+    assert client.served == "judge@2026-11"  # configured: until the server says otherwise
+    fake.fingerprint = "fp_a1"
+    await client.complete(ASK, "same_answer", SCHEMA)
+    assert client.served == "judge@fp_a1"
+    fake.fingerprint = "fp_b2"  # new weights or a new configuration behind the same name: a new series
+    await client.complete(ASK, "same_answer", SCHEMA)
+    assert client.served == "judge@fp_b2"
+
+
+async def test_a_server_without_fingerprints_is_asked_what_it_serves(
+    backend: Callable[..., tuple[HttpBackend, FakeJudge]],
+) -> None:
+    client, fake = backend("llama-cpp-python")
+    fake.served_as = "judge@b179c9523d0e"  # the local engine's alias: the GGUF file's sha256 prefix
+    await client.complete(ASK, "same_answer", SCHEMA)
+    assert client.served == "judge@b179c9523d0e"
+    harm = HarmRater(client)
+    assert harm.method.startswith("harm-llm/judge@b179c9523d0e/")
+
+
+async def test_an_unknown_version_leaves_the_name_alone(backend: Callable[..., tuple[HttpBackend, FakeJudge]]) -> None:
+    client, _ = backend("vllm")  # no fingerprint, no /v1/models, nothing configured
+    await client.complete(ASK, "same_answer", SCHEMA)
+    assert client.served == "judge"

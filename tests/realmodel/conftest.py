@@ -24,7 +24,7 @@ def engine() -> Iterator[Engine]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    running = start(install(model, Progress()), model.name, port=port, context=4096, threads=2)
+    running = start(install(model, Progress()), model.name, model.file_sha256, port=port, context=4096, threads=2)
     yield running
     running.stop()
 
@@ -38,4 +38,4 @@ def upstream_config(engine: Engine) -> GatewayConfig:
 @pytest.fixture
 def judge_model(engine: Engine) -> JudgeLLMConfig:
     """The engine as the judge model (a 135M model judges badly: these tests check protocol, never scores)."""
-    return JudgeLLMConfig(model=engine.model, base_url=engine.base_url, max_tokens=200, concurrency=2, timeout_s=300)
+    return JudgeLLMConfig(model=engine.name, base_url=engine.base_url, max_tokens=200, concurrency=2, timeout_s=300)

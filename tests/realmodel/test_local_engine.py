@@ -96,6 +96,8 @@ async def test_cef_llm_batch_judges_a_summary_into_well_formed_results(judge_mod
     finally:
         await judge.close()
     found = {r.indicator: r for r in results}
+    # the judge model as served: the GGUF file's hash prefix, from the engine's own model list
+    assert all(r.method.startswith(f"cef-llm-batch/{judge_model.model}@b179c9523d0e/") for r in results)
     assert {"fidelity_coverage", "fidelity_conformity", "fidelity_consistency"} <= set(found)
     assert all(r.score is None or 0.0 <= r.score <= 1.0 for r in results)
 
