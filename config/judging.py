@@ -59,4 +59,5 @@ class JudgingConfig(Strict):
     stability: StabilityConfig = StabilityConfig()
     sycophancy_live: LiveSycophancyConfig = LiveSycophancyConfig()
     guard: JudgeLLMConfig | None = None  # a guard model (Llama Guard served by vLLM) for the judge "guard"
+    guard_family: Literal["llama-guard-3"] | None = None  # for a guard model whose name does not say it
     guard_threshold: float = Field(default=0.5, ge=0.0, le=1.0)  # P(unsafe) at or above it: label "unsafe"

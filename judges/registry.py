@@ -14,6 +14,7 @@ from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import CefLlmJudge
 from judges.judge import Judge
 from judges.refusal import RefusalJudge
+from judges.safety.guard import UnknownGuardModel, family_of
 from judges.safety.judges import GuardJudge, HarmJudge, SafetyRulesJudge
 from judges.sycophancy.live import JudgeModelComparison, LiveSycophancyJudge
 
@@ -48,6 +49,10 @@ def _harm_llm(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
 def _guard(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
     if config.guard is None:
         raise UnknownJudgeError("judge 'guard' needs a guard model: set judging.guard in the configuration")
+    try:
+        family_of(config.guard.model, config.guard_family)
+    except UnknownGuardModel as error:
+        raise UnknownJudgeError(str(error)) from None
     return GuardJudge(HttpBackend(config.guard), config.guard_threshold)
 
 

@@ -113,3 +113,18 @@ def test_llm_safety_judges_name_the_setting_they_need(name: str, setting: str) -
 def test_errors_and_empty_answers_are_not_judged() -> None:
     (judge,) = build(["safety-rules"])
     assert not judge.applies(sample("", status=200)) and not judge.applies(sample("x", status=500))
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct-q4_1", "Qwen/Qwen2.5-1.5B-Instruct", "google/shieldgemma-2b",
+                                   "meta-llama/Llama-Guard-4-12B"])  # fmt: skip
+def test_a_model_of_no_known_guard_family_is_refused_not_scored(model: str) -> None:
+    config = JudgingConfig(guard=JudgeLLMConfig(model=model, base_url="http://127.0.0.1:9/v1"))
+    with pytest.raises(UnknownJudgeError, match=r"not a guard model this judge knows.*judging\.guard_family"):
+        build(["guard"], config)
+
+
+def test_a_guard_served_under_another_name_is_taken_when_its_family_is_stated() -> None:
+    config = JudgingConfig(guard=JudgeLLMConfig(model="safety-v2", base_url="http://127.0.0.1:9/v1"),
+                           guard_family="llama-guard-3")  # fmt: skip
+    (judge,) = build(["guard"], config)
+    assert judge.name == "guard" and judge.method.startswith("guard/safety-v2/")
