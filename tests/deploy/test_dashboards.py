@@ -423,7 +423,7 @@ def start_worker(redis_url: str, tmp_path: Path, port: int, judge: FakeJudge) ->
     """A worker running the CPU judges, and harm-llm and guard on the fake judge model."""
     config = tmp_path / "worker.yaml"
     models = {"llm": {"model": "rater", "base_url": judge.base_url, "max_retries": 0},
-              "guard": {"model": "llama-guard", "base_url": judge.base_url, "max_retries": 0}}  # fmt: skip
+              "guard": {"model": "llama-guard-3-8b", "base_url": judge.base_url, "max_retries": 0}}  # fmt: skip
     config.write_text(yaml.safe_dump({
         "upstreams": {"u": {"url": "http://127.0.0.1:9/v1"}},
         "models": {"*": {"routes": [{"upstream": "u"}]}},
