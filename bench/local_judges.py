@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The model-backed judges on the local engine (medic-gateway local-model): per judge, calls, prompt and
-completion tokens and seconds per sample, one sample at a time, and how many results came out well formed.
+completion tokens and seconds per sample, one sample at a time, and how many samples came out well formed
+(every result's score null or a finite number); and the engine tokenizer's tokens per word on clinical notes.
 
     .venv/bin/python bench/local_judges.py [--samples 4] [--max-tokens 256] [--threads 2]
 
@@ -15,8 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
+import math
 import socket
 import time
+import urllib.request
 from typing import Any
 
 import corpora
@@ -45,12 +49,26 @@ def harm_samples(n: int) -> list[Sample]:
         response=Response(choices=[Choice(content=r["safe_response"])])) for i, r in enumerate(rows)]  # fmt: skip
 
 
+def tokens_per_word(base_url: str, notes: int = 60) -> tuple[int, int]:
+    """(words, tokens) of the first ``notes`` MEDEC-MS notes by the engine's own tokenizer."""
+    with corpora.path(corpora.MEDEC_MS_VALIDATION).open(newline="", encoding="utf-8") as f:
+        texts = [r["Text"] for r in csv.DictReader(f)][:notes]
+    tokens = 0
+    for text in texts:
+        request = urllib.request.Request(base_url.removesuffix("/v1") + "/extras/tokenize/count",
+                                         data=json.dumps({"input": text}).encode(),
+                                         headers={"content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            tokens += int(json.load(response)["count"])
+    return sum(len(t.split()) for t in texts), tokens
+
+
 async def measure(name: str, judge: Judge, backend: HttpBackend, samples: list[Sample]) -> dict[str, Any]:
     started, well_formed, failed = time.perf_counter(), 0, 0
     for sample in samples:
         try:
             (results,) = await judge.evaluate([sample])
-            well_formed += all(r.score is None or 0 <= r.score <= 5 for r in results)
+            well_formed += bool(results) and all(r.score is None or math.isfinite(r.score) for r in results)
         except Exception:  # a failed sample is counted, the run goes on
             failed += 1
     seconds = time.perf_counter() - started
@@ -94,7 +112,11 @@ def main() -> None:
         port = s.getsockname()[1]
     engine = start(install(model, Progress()), model.name, model.file_sha256, port=port, threads=args.threads)
     try:
-        print(f"engine {engine.model}, {args.threads} threads, max_tokens {args.max_tokens}\n")
+        words, tokens = tokens_per_word(engine.base_url)
+        print(
+            f"engine {engine.model}, {args.threads} threads, max_tokens {args.max_tokens}; its tokenizer: "
+            f"{tokens / words:.2f} tokens per word on 60 MEDEC-MS notes ({words:,} words)\n"
+        )
         print("| judge | samples | calls per sample | tokens per sample (prompt + completion) | seconds per sample "
               "| well formed | failed |\n|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
         asyncio.run(run(args, engine.base_url, model.name))
