@@ -8,6 +8,7 @@ Everything that is not needed to answer (metrics, usage, span attributes) happen
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
@@ -18,17 +19,17 @@ import orjson
 from opentelemetry import trace
 
 from gateway import telemetry
-from gateway.asgi import ClientGone, Receive, Request, Send, start_headers
+from gateway.asgi import JSON, ClientGone, Receive, Request, Send, start_headers
 from gateway.metrics import Metrics
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
 from policies.engine import PolicyEngine
 from policies.stream import StreamGuard
-from protocol.errors import GatewayError, InvalidRequest, ModelNotFound
+from protocol.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from protocol.exchange import Exchange
-from protocol.sse import EventSplitter, StreamSummary
+from protocol.sse import EventSplitter, StreamSummary, error_event
 from protocol.tasks import RAW_TASK_HEADER, stated
 from upstreams.forwarding import Outcome, Target, forward
-from upstreams.http import Call, Reply
+from upstreams.http import Call, RawHeaders, Reply
 from upstreams.routing import Router
 
 WATCH_AFTER_S = 0.02
@@ -98,14 +99,7 @@ class Proxy:
             outcome = await self._forward(call, targets, ex)
             reply = outcome.reply
             if reply.rest is None:
-                parsed = _learn_body(ex, reply)
-                body, headers = reply.body, [*reply.headers, *ex.extra_headers] if ex.extra_headers else reply.headers
-                if self.policies is not None and parsed is not None and ex.operation != "embeddings":
-                    body, decision = self.policies.on_response(ex, body, parsed)
-                    headers = [*headers, (b"x-medic-policy", decision.encode())] if decision else headers
-                await send(start_headers(reply.status, headers, ex.request_id, len(body)))
-                await send({"type": "http.response.body", "body": body})
-                ex.finished_s = ex.elapsed()
+                await self._whole(reply, call.stream, send, ex)
             else:
                 guard = self.policies.stream_guard(ex) if self.policies is not None else None
                 await _relay_stream(reply, send, ex, guard)
@@ -121,6 +115,27 @@ class Proxy:
             watch.stop()
             if self.policies is not None and ex.operation != "embeddings":
                 self._after_answer(ex, call.stream)
+
+    async def _whole(self, reply: Reply, streamed: bool, send: Send, ex: Exchange) -> None:
+        """A complete answer (also one a stream was asked for and the upstream answered whole): checked in the
+        shape the client will parse it, or not sent (UpstreamUnreadable, before any byte)."""
+        body, headers = reply.body, reply.headers
+        if reply.status != 200:
+            ex.error_type = str(reply.status)
+            body, headers = _upstream_error(reply)
+        else:
+            parsed = _learn_body(ex, reply)
+            if self.policies is not None and ex.operation != "embeddings":
+                stage = "stream" if streamed else "response"
+                if parsed is None:
+                    self.policies.unreadable(ex, stage, "not JSON")
+                else:
+                    body, decision = self.policies.on_response(ex, body, parsed, stage)
+                    headers = [*headers, (b"x-medic-policy", decision.encode())] if decision else headers
+        headers = [*headers, *ex.extra_headers] if ex.extra_headers else headers
+        await send(start_headers(reply.status, headers, ex.request_id, len(body)))
+        await send({"type": "http.response.body", "body": body})
+        ex.finished_s = ex.elapsed()
 
     def _while_waiting(self, ex: Exchange) -> None:
         """The rules that change nothing and read only the request, while the upstream works on the answer;
@@ -224,15 +239,34 @@ def _learn_failed_route(ex: Exchange, target: Target) -> None:
     ex.upstream_model = target.model
 
 
-def _learn_body(ex: Exchange, reply: Reply) -> dict[str, Any] | None:
-    """Learns usage, model and output from a complete answer; returns its parsed body (parsed once)."""
-    if reply.status != 200:
-        ex.error_type = str(reply.status)
-        return None
+def _read_json(body: bytes) -> Any:
+    """The body as the official SDKs parse it (a byte order mark, NaN and Infinity included); None if no client
+    could read it as JSON."""
     try:
-        body = orjson.loads(reply.body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body.decode("utf-8-sig"))
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError both are
         return None
+
+
+def _upstream_error(reply: Reply) -> tuple[bytes, RawHeaders]:
+    """An upstream's error: passed on when it is JSON (an OpenAI error, or a server's own, such as the 422
+    FastAPI-based servers send, which clients read), else (an HTML error page, plain text) an ``upstream_error``
+    envelope with the upstream's status."""
+    if isinstance(_read_json(reply.body), dict):
+        return reply.body, reply.headers
+    headers = [(k, v) for k, v in reply.headers if k != b"content-type"]
+    message = f"The upstream answered {reply.status} with a body that is not an OpenAI error."
+    return render_error(message, "upstream_error", None, "upstream_error"), [*headers, JSON]
+
+
+def _learn_body(ex: Exchange, reply: Reply) -> dict[str, Any] | None:
+    """Learns usage, model and output from a complete answer; returns its parsed body (parsed once), or None
+    for a body that is not a JSON object."""
+    body = _read_json(reply.body)
     if not isinstance(body, dict):
         return None
     usage = body.get("usage")
@@ -249,6 +283,8 @@ def _learn_choices(ex: Exchange, choices: list[dict[str, Any]]) -> None:
     for choice in choices:
         message = choice.get("message")
         text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if isinstance(text, list):  # text parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict) and isinstance(p.get("text"), str))
         ex.output.append(text if isinstance(text, str) else "")
 
 
@@ -270,7 +306,9 @@ async def _relay_stream(reply: Reply, send: Send, ex: Exchange, guard: StreamGua
         ex.response_model = summary.model
         ex.finish_reasons = list(summary.finish_reasons.values())
         ex.output = ["".join(summary.content[i]) for i in sorted(summary.content)]
-        if guard is not None and guard.blocked:
+        if guard is not None and guard.unreadable:
+            ex.error_type = ex.error_type or "upstream_unreadable"
+        elif guard is not None and guard.blocked:
             ex.finish_reasons = ["content_filter"]
             ex.error_type = ex.error_type or "content_filter"
         elif not summary.done and ex.error_type is None:
@@ -281,10 +319,9 @@ async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, 
     """Forward every complete event as soon as it arrives (or, with a policy guard, as soon as the guard
     releases it); events that arrived together leave together. A guard that blocks ends the stream."""
     splitter = EventSplitter()
-    async for chunk in _chunks(reply, ex):
-        out = [event for event in map(summary.inspect, splitter.feed(chunk)) if event is not None]
-        if guard is not None:
-            out = [released for event in out for released in guard.feed(event)]
+    cut = _Cut()
+    async for chunk in _chunks(reply, ex, cut):
+        out = _events(splitter.feed(chunk), summary, guard)
         if out:
             if ex.first_token_s is None and summary.content:
                 ex.first_token_s = ex.elapsed()
@@ -292,13 +329,37 @@ async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, 
             await send({"type": "http.response.body", "body": body, "more_body": True})
         if guard is not None and guard.blocked:
             break
-    rest = b"" if guard is not None and guard.blocked else splitter.rest()
-    if guard is not None and not guard.blocked:
-        rest = b"".join(guard.end()) + rest
-    await send({"type": "http.response.body", "body": rest, "more_body": False})
+    out = []
+    if guard is None or not guard.blocked:
+        last = splitter.last()  # an upstream that ended without the blank line: its last event is read too
+        out = _events([last] if last is not None else [], summary, guard)
+        if guard is not None and not guard.blocked:
+            out += guard.end()
+    if not summary.done and (guard is None or not guard.blocked):
+        # Cut off, or ended without [DONE]: an error event, so that the client's SDK raises instead of taking a
+        # truncated answer for a complete one.
+        ex.error_type = ex.error_type or ("upstream_stream_broken" if cut.broken else "stream_incomplete")
+        message = "The upstream's stream ended before the answer was complete."
+        out.append(error_event(message, "upstream_stream_broken" if cut.broken else "upstream_stream_incomplete"))
+    await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
 
 
-async def _chunks(reply: Reply, ex: Exchange) -> AsyncIterator[bytes]:
+def _events(events: list[bytes], summary: StreamSummary, guard: StreamGuard | None) -> list[bytes]:
+    """What leaves of these events: each read on the way (summary), then held or released by the guard."""
+    out = [event for event in map(summary.inspect, events) if event is not None]
+    if guard is not None:
+        out = [released for event in out for released in guard.feed(event)]
+    return out
+
+
+class _Cut:
+    __slots__ = ("broken",)
+
+    def __init__(self) -> None:
+        self.broken = False
+
+
+async def _chunks(reply: Reply, ex: Exchange, cut: _Cut) -> AsyncIterator[bytes]:
     yield reply.body
     assert reply.rest is not None
     iterator = aiter(reply.rest)
@@ -308,7 +369,8 @@ async def _chunks(reply: Reply, ex: Exchange) -> AsyncIterator[bytes]:
             chunk = await anext(iterator)
         except StopAsyncIteration:
             return
-        except Exception:  # the upstream broke mid-stream: end ours, the missing [DONE] tells the client
+        except Exception:  # the upstream broke mid-stream: ours ends with an error event
+            cut.broken = True
             return
         finally:
             ex.upstream_wait_s += perf_counter() - waited

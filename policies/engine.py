@@ -29,8 +29,10 @@ from policies.audit import AuditLog, PolicyMetrics
 from policies.checks.base import Check, Context, Finding
 from policies.pack import Pack, Rule
 from policies.stream import REDACTED, GuardRule, StreamGuard
-from protocol.errors import GatewayError
+from protocol.errors import GatewayError, UpstreamUnreadable
 from protocol.exchange import Exchange
+from protocol.readable import fields, set_field
+from text.normal import Normal, normal, normal_text
 
 DEFAULT_WINDOW_CHARS = 200
 
@@ -121,37 +123,72 @@ class PolicyEngine:
 
     # ----------------------------------------------------------------------------------------- response
 
-    def on_response(self, ex: Exchange, body: bytes, parsed: dict[str, Any]) -> tuple[bytes, str | None]:
-        """Enforced response-stage block and redact rules on every choice of a complete answer (``parsed``: its
-        body, parsed once by the relay): the body to send (redacted when a rule redacts) and the policy header
-        value; raises PolicyBlocked for an enforced block."""
-        bound = [b for b in self.rules(ex, "response", ex.upstream) if _acts(b)]
+    def unreadable(self, ex: Exchange, stage: str, reason: str) -> None:
+        """An answer no check could read: recorded against every enforced block or redact rule of the stage;
+        raises UpstreamUnreadable unless every one of them declares ``fail_open``."""
+        bound = [b for b in self.rules(ex, stage, ex.upstream) if _acts(b)]
+        if self.fail_open(bound, ex, stage, reason):
+            return
+        raise UpstreamUnreadable(
+            f"The upstream's answer could not be read ({reason}), so the gateway's policies could not check it; "
+            "it was not passed on."
+        )
+
+    def fail_open(self, bound: list[Bound], ex: Exchange, stage: str, reason: str) -> bool:
+        """Records an unreadable answer against each rule; whether every rule lets it through unchecked."""
+        for b in bound:
+            action = "allow" if b.rule.fail_open else "block"
+            entry = {"request_id": ex.request_id, "tenant": ex.tenant, "model": ex.model, "upstream": ex.upstream,
+                     "pack": b.pack, "rule": b.rule.id, "stage": stage, "action": action,
+                     "mode": "fail_open" if b.rule.fail_open else "fail_closed", "check": "unreadable",
+                     "detail": {"reason": reason}}  # fmt: skip
+            self.audit.record(entry)
+            self.metrics.decisions.labels(b.rule.id, stage, action, entry["mode"]).inc()
+            ex.policy.append({k: entry[k] for k in ("rule", "stage", "action", "mode", "check", "detail")})
+        ex.policy_flagged = ex.policy_flagged or bool(bound)
+        return all(b.rule.fail_open for b in bound)
+
+    def on_response(
+        self, ex: Exchange, body: bytes, parsed: dict[str, Any], stage: str = "response"
+    ) -> tuple[bytes, str | None]:
+        """Enforced response-stage block and redact rules on every readable field (protocol/readable.py) of every
+        choice of a complete answer (``parsed``: its body, parsed once by the relay): the body to send (redacted
+        when a rule redacts) and the policy header value; raises PolicyBlocked for an enforced block."""
+        bound = [b for b in self.rules(ex, stage, ex.upstream) if _acts(b)]
         if not bound:
             return body, None
         choices = parsed.get("choices")
-        if not isinstance(choices, list):
-            return body, None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            if "choices" not in parsed and "error" in parsed:
+                return body, None  # an error in a 200: no answer to read
+            if self.fail_open(bound, ex, stage, "not an OpenAI answer"):
+                return body, None
+            raise UpstreamUnreadable(
+                "The upstream's answer is not an OpenAI answer, so the gateway's policies could not check it; "
+                "it was not passed on."
+            )
         context = self.context(ex)
         actions: set[str] = set()
         for choice in choices:
-            text = _choice_text(choice)
-            if text:
-                spans = self._choice(ex, bound, text, context, actions)
-                if spans:
-                    _set_choice_text(choice, redacted(text, spans))
+            for _, path, text in fields(choice):
+                if text:
+                    spans = self._choice(ex, bound, text, context, actions, stage)
+                    if spans:
+                        set_field(choice, path, redacted(text, spans))
         if "redact" not in actions:
             return body, None
         return orjson.dumps(parsed), "redacted"
 
     def _choice(
-        self, ex: Exchange, bound: list[Bound], text: str, context: Context, actions: set[str]
+        self, ex: Exchange, bound: list[Bound], text: str, context: Context, actions: set[str], stage: str
     ) -> list[tuple[int, int]]:
         """The spans to redact in one choice's text; raises PolicyBlocked for an enforced block."""
         spans = []
+        read = normal(text)
         for b in bound:
             assert b.check is not None
-            for finding in b.check(text, context):
-                action = self._decide(ex, b, "response", finding)
+            for finding in checked(b.check, read, context):
+                action = self._decide(ex, b, stage, finding)
                 if action == "block":
                     raise PolicyBlocked(b.rule.id, "response")
                 if action == "redact":
@@ -172,7 +209,10 @@ class PolicyEngine:
         def decide(rule: str, finding: Finding) -> None:
             self._decide(ex, bound[rule], "stream", finding)
 
-        return StreamGuard(enforced, self.context(ex), self.window, decide)
+        def unreadable(reason: str) -> bool:
+            return self.fail_open([bound[r.id] for r in enforced], ex, "stream", reason)
+
+        return StreamGuard(enforced, self.context(ex), self.window, decide, unreadable)
 
     def while_waiting(self, ex: Exchange) -> None:
         """While the upstream works on the answer: the request stage's flag, allow and shadow rules on the
@@ -197,9 +237,10 @@ class PolicyEngine:
             return
         context = self.context(ex)
         for text in texts:
+            read = normal(text)
             for b in answered:
                 assert b.check is not None
-                for finding in b.check(text, context)[:1]:
+                for finding in checked(b.check, read, context)[:1]:
                     self._decide(ex, b, stage, finding)
 
     def _asked(self, ex: Exchange) -> None:
@@ -246,8 +287,17 @@ def _acts(b: Bound) -> bool:
     return not b.rule.shadow and b.rule.action in ("block", "redact")
 
 
+def checked(check: Check, read: Normal, context: Context) -> list[Finding]:
+    """The check's findings on the normal text, at the offsets of the text as written."""
+    findings = check(read.text, context)
+    if read.starts is None or not findings:
+        return findings
+    return [Finding(f.check, *read.span(f.start, f.end), f.detail) for f in findings]
+
+
 def context_of(payload: dict[str, Any]) -> Context:
-    """The caller's own words (user turns, tool results, a completion prompt) and the system prompt."""
+    """The caller's own words (user turns, tool results, a completion prompt) and the system prompt, normal
+    (text/normal.py) as every check reads text."""
     user: list[str] = []
     system: list[str] = []
     messages = payload.get("messages")
@@ -259,7 +309,7 @@ def context_of(payload: dict[str, Any]) -> Context:
     prompt = payload.get("prompt")
     if isinstance(prompt, str):
         user.append(prompt)
-    return Context("\n".join(user), "\n".join(system))
+    return Context(normal_text("\n".join(user)), normal_text("\n".join(system)))
 
 
 def redacted(text: str, spans: list[tuple[int, int]]) -> str:
@@ -280,19 +330,3 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
-
-
-def _choice_text(choice: Any) -> str:
-    if not isinstance(choice, dict):
-        return ""
-    message = choice.get("message")
-    text = message.get("content") if isinstance(message, dict) else choice.get("text")
-    return text if isinstance(text, str) else ""
-
-
-def _set_choice_text(choice: dict[str, Any], text: str) -> None:
-    message = choice.get("message")
-    if isinstance(message, dict):
-        message["content"] = text
-    else:
-        choice["text"] = text

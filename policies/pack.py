@@ -62,6 +62,9 @@ class Rule(Strict):
     check: str | None = None  # inline rules: the check's name (policies/checks)
     action: InlineAction | ResultsAction
     shadow: bool = False  # evaluate and record, never act
+    # An answer this rule cannot read (not JSON, not an OpenAI answer, an event of a stream that is neither) goes
+    # out unchecked, recorded as such, instead of failing closed (a 502, or an error event in a stream).
+    fail_open: bool = False
     when: Threshold | None = None  # results rules
 
     @field_validator("check")

@@ -21,18 +21,24 @@ from typing import Any
 import orjson
 
 from policies.checks.base import Check, Context, Finding
-from protocol.sse import DONE, event_data
+from protocol.readable import Key, Path, fields, set_field
+from protocol.sse import DONE, error_event, event_data
+from text.normal import normal
 
 REDACTED = "[redacted]"
 STEP = 64  # characters released at a time once the window is full
 Decide = Callable[[str, Finding], None]  # (rule id, finding) -> record the decision
 
 
+Channel = tuple[int, Key]  # a choice's index and one of its readable fields (protocol/readable.py)
+
+
 @dataclass(slots=True)
 class _Held:
     event: bytes
-    chunk: dict[str, Any] | None  # the parsed chunk, when it has content to rewrite
-    spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # choice index -> its content's offsets
+    chunk: dict[str, Any] | None  # the parsed chunk, when it has text to rewrite
+    spans: dict[Channel, tuple[int, int]] = field(default_factory=dict)  # the offsets of its text in each channel
+    paths: dict[Channel, tuple[int, Path]] = field(default_factory=dict)  # where: its choice's position, the path
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +49,20 @@ class GuardRule:
 
 
 class StreamGuard:
-    def __init__(self, rules: list[GuardRule], context: Context, window: int, decide: Decide) -> None:
+    def __init__(
+        self, rules: list[GuardRule], context: Context, window: int, decide: Decide,
+        unreadable: Callable[[str], bool] = lambda reason: False,
+    ) -> None:  # fmt: skip
         self.rules = rules
+        self.on_unreadable = unreadable  # records an event no check can read; True: let it through unchecked
+        self.unreadable = False  # the stream was ended at an event no check could read
         self.context = context
         self.window = window
         self.decide = decide
-        self.texts: dict[int, str] = {}
-        self.sent: dict[int, int] = {}  # characters of each choice already released
-        self.redactions: dict[int, list[tuple[int, int]]] = {}
+        self.texts: dict[Channel, str] = {}
+        self.sent: dict[Channel, int] = {}  # characters of each channel already released
+        self.redactions: dict[Channel, list[tuple[int, int]]] = {}
+        self.choices: set[int] = set()  # the indices of the choices seen
         self.held: deque[_Held] = deque()
         self.blocked = False
         self._meta: dict[str, Any] = {}
@@ -63,7 +75,10 @@ class StreamGuard:
         if data is not None and data.strip() == DONE:
             out = self._finish()
             return out if self.blocked else [*out, event]
-        self._hold(event, data)
+        chunk = _chunk(data)
+        if chunk is None and data is not None and not self.on_unreadable("event"):
+            return self._refuse()  # data that is neither a JSON object nor [DONE]: no check can read it
+        self._hold(event, chunk)
         if not self._due():
             return []  # nothing could leave yet: no need to check
         cut = self._check(list(self.texts))
@@ -80,33 +95,38 @@ class StreamGuard:
         """The upstream ended without [DONE]: release or block what is held (no [DONE] is invented)."""
         return [] if self.blocked else self._finish()
 
-    def _hold(self, event: bytes, data: bytes | None) -> _Held:
-        chunk = _chunk(data)
+    def _hold(self, event: bytes, chunk: dict[str, Any] | None) -> None:
         held = _Held(event, None)
         if chunk is not None:
             for key in ("id", "created", "model", "object", "system_fingerprint"):
                 if key in chunk:
                     self._meta[key] = chunk[key]
-            for choice in chunk.get("choices") or ():
-                text = _delta_text(choice)
-                if text:
-                    index = choice.get("index", 0)
-                    start = len(self.texts.get(index, ""))
-                    self.texts[index] = self.texts.get(index, "") + text
-                    held.spans[index] = (start, start + len(text))
-                    held.chunk = chunk
+            choices = chunk.get("choices")
+            for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+                index = choice.get("index", 0) if isinstance(choice, dict) else 0
+                index = index if isinstance(index, int) else 0
+                self.choices.add(index)
+                for name, path, text in fields(choice):
+                    if text:
+                        channel: Channel = (index, name)
+                        start = len(self.texts.get(channel, ""))
+                        self.texts[channel] = self.texts.get(channel, "") + text
+                        held.spans[channel] = (start, start + len(text))
+                        held.paths[channel] = (position, path)
+                        held.chunk = chunk
         self.held.append(held)
-        return held
 
-    def _check(self, indices: list[int]) -> tuple[int, int] | None:
-        """Checks the held text of these choices; records findings; (choice, cut) when a block fires."""
+    def _check(self, indices: list[Channel]) -> tuple[Channel, int] | None:
+        """Checks the held text of these channels; records findings; (channel, cut) when a block fires."""
         for index in indices:
             text = self.texts[index]
             sent = self.sent.get(index, 0)
             origin = max(0, sent - self.window)
+            read = normal(text[origin:])
             for rule in self.rules:
-                for finding in rule.check(text[origin:], self.context):
-                    start, end = finding.start + origin, finding.end + origin
+                for finding in rule.check(read.text, self.context):
+                    start, end = read.span(finding.start, finding.end)
+                    start, end = start + origin, end + origin
                     if end <= sent or self._redacted(index, start, end):
                         continue  # already released (or already redacted): nothing left to stop
                     self.decide(rule.id, Finding(finding.check, start, end, finding.detail))
@@ -115,7 +135,7 @@ class StreamGuard:
                     self.redactions.setdefault(index, []).append((max(sent, start), end))
         return None
 
-    def _redacted(self, index: int, start: int, end: int) -> bool:
+    def _redacted(self, index: Channel, start: int, end: int) -> bool:
         return any(a <= start and end <= b for a, b in self.redactions.get(index, ()))
 
     def _release(self, final: bool) -> list[bytes]:
@@ -136,8 +156,20 @@ class StreamGuard:
             return self._block(*cut)
         return self._release(final=True)
 
-    def _block(self, index: int, cut: int) -> list[bytes]:
-        """Everything before ``cut`` in choice ``index``, then the content_filter chunk and [DONE]."""
+    def _refuse(self) -> list[bytes]:
+        """An event no check can read: what is held is checked and released, then the stream ends with an error
+        event (no [DONE]: the client must not take the answer for complete)."""
+        cut = self._check(list(self.texts))
+        if cut is not None:
+            return self._block(*cut)
+        out = self._release(final=True)
+        self.blocked = self.unreadable = True
+        message = "The upstream sent an event the gateway's policies could not read; the stream was ended there."
+        return [*out, error_event(message, "upstream_unreadable")]
+
+    def _block(self, index: Channel, cut: int) -> list[bytes]:
+        """Everything before ``cut`` in channel ``index``, then a content_filter finish for every choice and
+        [DONE]."""
         self.blocked = True
         out = []
         while self.held:
@@ -149,32 +181,30 @@ class StreamGuard:
                 break
             out.append(self._render(head, None))
         self.held.clear()
-        closing = {**self._meta, "choices": [{"index": index, "delta": {}, "finish_reason": "content_filter"}]}
+        finished = [{"index": i, "delta": {}, "finish_reason": "content_filter"} for i in sorted(self.choices)]
+        closing = {**self._meta, "choices": finished}
         closing.setdefault("object", "chat.completion.chunk")
         closing.setdefault("created", int(time.time()))
         out += [b"data: " + orjson.dumps(closing) + b"\n\n", b"data: [DONE]\n\n"]
         return out
 
-    def _render(self, held: _Held, cut: tuple[int, int] | None) -> bytes:
+    def _render(self, held: _Held, cut: tuple[Channel, int] | None) -> bytes:
         """The held event as it may leave: unchanged, or rewritten with redactions and a cut applied."""
         touched = cut is not None or any(self._overlaps(i, s) for i, s in held.spans.items())
         if not touched or held.chunk is None:
             return held.event
         chunk = orjson.loads(orjson.dumps(held.chunk))  # a copy: the held chunk may be rendered once only anyway
-        for choice in chunk.get("choices") or ():
-            index = choice.get("index", 0)
-            if index not in held.spans:
-                continue
-            start, end = held.spans[index]
-            if cut is not None and cut[0] == index:
+        for channel, (start, end) in held.spans.items():
+            if cut is not None and cut[0] == channel:
                 end = min(end, cut[1])
-            _set_delta_text(choice, self._visible(index, start, end))
+            position, path = held.paths[channel]
+            set_field(chunk["choices"][position], path, self._visible(channel, start, end))
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    def _overlaps(self, index: int, span: tuple[int, int]) -> bool:
+    def _overlaps(self, index: Channel, span: tuple[int, int]) -> bool:
         return any(a < span[1] and span[0] < b for a, b in self.redactions.get(index, ()))
 
-    def _visible(self, index: int, start: int, end: int) -> str:
+    def _visible(self, index: Channel, start: int, end: int) -> str:
         """The text of [start, end) with redacted ranges replaced: the marker where a range begins."""
         text = self.texts[index]
         out, position = [], start
@@ -197,19 +227,3 @@ def _chunk(data: bytes | None) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return chunk if isinstance(chunk, dict) else None
-
-
-def _delta_text(choice: Any) -> str | None:
-    if not isinstance(choice, dict):
-        return None
-    delta = choice.get("delta")
-    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-    return text if isinstance(text, str) else None
-
-
-def _set_delta_text(choice: dict[str, Any], text: str) -> None:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        delta["content"] = text
-    else:
-        choice["text"] = text

@@ -77,6 +77,15 @@ class UpstreamUnreachable(GatewayError):
     code = "upstream_unreachable"
 
 
+class UpstreamUnreadable(GatewayError):
+    """The upstream's answer could not be read in the shape the client would parse it, so no policy could check
+    it: it does not go out (a policy that declares ``fail_open`` lets it through instead)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unreadable"
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     type = "upstream_error"

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-_BOUNDARY = re.compile(rb"\r?\n\r?\n")
+# A blank line ends an event; a line ends with CRLF, LF or a bare CR (the SSE specification allows all three).
+_BOUNDARY = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?![\n]))")
 # Inside a JSON string every quote is escaped, so an unescaped `,"usage":null` is always structure.
 _USAGE_NULL_AFTER = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])')
 _USAGE_NULL_FIRST = re.compile(rb'(?<=\{)\s*"usage"\s*:\s*null\s*,')
@@ -43,6 +44,21 @@ class EventSplitter:
         """Bytes after the last complete event (an upstream that ended without a blank line)."""
         rest, self._buffer = self._buffer, b""
         return rest
+
+    def last(self) -> bytes | None:
+        """What is left when the stream ends, as a complete event (the blank line it lacked added), or None: the
+        stream's last event is read and checked like every other, never passed on as raw bytes."""
+        rest = self.rest()
+        if not rest.strip():
+            return None
+        return rest.rstrip(b"\r\n") + b"\n\n"
+
+
+def error_event(message: str, code: str, type_: str = "upstream_error") -> bytes:
+    """An error inside a stream, as OpenAI sends one: the official SDKs raise it (``APIError``) instead of ending
+    the stream as if it were complete."""
+    error = {"message": message, "type": type_, "param": None, "code": code}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
 
 
 def event_data(event: bytes) -> bytes | None:

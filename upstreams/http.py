@@ -165,7 +165,8 @@ class HttpUpstream:
         )
         try:
             headers = _response_headers(response.raw_headers)
-            if not call.stream or response.status != 200:
+            if not call.stream or response.status != 200 or not _event_stream(response.content_type):
+                # a stream asked for and a whole answer given comes back whole: it is read (and checked) as one
                 return Reply(response.status, headers, await response.read())
             first = await response.content.readany()
             if not first:
@@ -194,6 +195,11 @@ class SentBody(aiohttp.BytesPayload):
     async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
         await super().write_with_length(writer, content_length)
         self._on_sent()
+
+
+def _event_stream(content_type: str) -> bool:
+    """Whether a reply is an event stream; an upstream that names no type is taken at its word that it is one."""
+    return content_type in ("text/event-stream", "application/octet-stream")
 
 
 def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:

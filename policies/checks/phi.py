@@ -15,6 +15,7 @@ clinical context ("Jane Roe, 65-year-old", "Mrs Roe"); a bare name with nothing 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from policies.checks.base import Context, Finding
 from text.identifiers import Span, matches, resolve
@@ -49,6 +50,44 @@ def _fold(text: str) -> str:
     return _FOLD.sub("", text).lower()
 
 
+class _Supplied(NamedTuple):
+    """The caller's words folded (no case, spaces or punctuation) and, per character, whether anything was
+    folded away before it: where one number of theirs ended and the next began."""
+
+    folded: str
+    gap_before: list[bool]
+
+
+def _supplied(text: str) -> _Supplied:
+    folded: list[str] = []
+    gaps: list[bool] = []
+    gap = False
+    for c in text.lower():
+        if c.isalnum():
+            folded.append(c)
+            gaps.append(gap)
+            gap = False
+        else:
+            gap = True
+    gaps.append(True)
+    return _Supplied("".join(folded), gaps)
+
+
+def _echoed(value: str, supplied: _Supplied) -> bool:
+    """Whether the caller wrote this identifier: found in their folded words, and where it begins or ends with a
+    digit, not inside a longer number of theirs ("5551234" is not supplied by "95551234567")."""
+    text, gaps = supplied
+    start = text.find(value)
+    while start >= 0:
+        end = start + len(value)
+        opens = not value[0].isdigit() or start == 0 or gaps[start] or not text[start - 1].isdigit()
+        closes = not value[-1].isdigit() or end == len(text) or gaps[end] or not text[end].isdigit()
+        if opens and closes:
+            return True
+        start = text.find(value, start + 1)
+    return False
+
+
 class PhiLeak:
     name = "phi_leak"
 
@@ -61,11 +100,11 @@ class PhiLeak:
             spans += [Span(m.start(), m.end(), "DEA", -1) for m in DEA.finditer(text) if _dea_valid(m.group())]
         if not spans:
             return []
-        supplied = context.once("phi_folded", _fold)  # the caller's words, read only when there is something
+        supplied = context.once("phi_supplied", _supplied)  # the caller's words, read only when there is something
         findings = []
         for start, end, kind, _ in resolve(spans):
             value = _fold(text[start:end])
-            if value and value in supplied:
+            if value and _echoed(value, supplied):
                 continue  # the caller's own identifier, echoed back to them
             findings.append(Finding(self.name, start, end, {"kind": kind}))
         return findings

@@ -306,7 +306,7 @@ def test_client_disconnect_before_the_first_byte_cancels_the_upstream_request(
     gw.metrics_when(lambda text: http.metric(text, "medic_gateway_client_disconnects_total") == 1)
 
 
-def test_upstream_that_breaks_mid_stream_ends_the_client_stream_without_done(
+def test_upstream_that_breaks_mid_stream_ends_the_client_stream_with_an_error_event(
     fake: FakeUpstream, gw: GatewayServer
 ) -> None:
     role, first, *_ = chat_chunks(["Patient"])
@@ -316,7 +316,10 @@ def test_upstream_that_breaks_mid_stream_ends_the_client_stream_without_done(
     response = http.request(gw.url, "POST", CHAT, _body(stream_options={"include_usage": True}))
     assert time.monotonic() - started < 5
     assert response.status == 200
-    assert response.body == stream.wire(include_usage=True)
+    sent = stream.wire(include_usage=True)
+    assert response.body.startswith(sent)
     assert b"[DONE]" not in response.body
+    (error,) = http.chunks_of(response.body[len(sent) :])
+    assert error["error"]["code"] == "upstream_stream_broken"
     duration = "gen_ai_server_request_duration_seconds_count"
-    gw.metrics_when(lambda text: http.metric(text, duration, error_type="stream_incomplete") == 1)
+    gw.metrics_when(lambda text: http.metric(text, duration, error_type="upstream_stream_broken") == 1)
