@@ -24,7 +24,7 @@ class JudgeLLMConfig(Strict):
     # system_fingerprint, or the id it serves the model under), if anything
     version: str | None = None
     # how the endpoint takes a JSON schema (judges/structured.py); auto: the first of them it accepts
-    structured_output: Literal["auto", "json_schema", "json_object", "guided_json"] = "auto"
+    structured_output: Literal["auto", "json_schema", "json_object", "json_value", "guided_json"] = "auto"
     engine_args: dict[str, Any] = {}  # backend vllm: AsyncEngineArgs besides the model
 
     @model_validator(mode="after")

@@ -2,8 +2,9 @@
 
 A judge asks for JSON that follows a schema. OpenAI, vLLM, llama.cpp's server and Ollama take it as
 ``response_format: {type: json_schema, json_schema: {name, schema, strict}}``; llama-cpp-python's server
-takes ``{type: json_object, schema}`` and answers 500 to json_schema; vLLM before 0.10 also took the schema as
-the extra parameter ``guided_json``. ``judging.llm.structured_output`` names one, or ``auto`` tries them in
+takes ``{type: json_object, schema}`` and answers 500 to json_schema; Hugging Face's TGI takes
+``{type: json_object, value}`` ("json_value" here) and answers 422 to the others; vLLM before 0.10 also took the
+schema as the extra parameter ``guided_json``. ``judging.llm.structured_output`` names one, or ``auto`` tries them in
 the order of DIALECTS and keeps the first the endpoint accepts. Whatever the dialect, the reply is checked
 against the schema (an engine that ignores the request returns free text).
 """
@@ -16,8 +17,9 @@ from typing import Any, Literal
 import orjson
 from jsonschema import Draft202012Validator
 
-Dialect = Literal["json_schema", "json_object", "guided_json"]
-DIALECTS: tuple[Dialect, ...] = ("json_schema", "json_object", "guided_json")
+Dialect = Literal["json_schema", "json_object", "json_value", "guided_json"]
+# guided_json last: a server that ignores unknown fields (TGI) takes it and then writes free text
+DIALECTS: tuple[Dialect, ...] = ("json_schema", "json_object", "json_value", "guided_json")
 
 
 def request_fields(dialect: Dialect, name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +29,8 @@ def request_fields(dialect: Dialect, name: str, schema: dict[str, Any]) -> dict[
                                                                              "strict": True}}}  # fmt: skip
     if dialect == "json_object":
         return {"response_format": {"type": "json_object", "schema": schema}}
+    if dialect == "json_value":
+        return {"response_format": {"type": "json_object", "value": schema}}
     return {"guided_json": schema}
 
 

@@ -20,7 +20,8 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # What servers say of a request field they lack: FastAPI/pydantic, vLLM, llama.cpp, llama-cpp-python, OpenAI.
 UNSUPPORTED = re.compile(
     r"not (?:yet )?supported|unsupported|not implemented|unknown (?:field|parameter|argument)|unrecognized"
-    r"|extra (?:inputs|fields) (?:are )?not permitted|not a valid enumeration|input should be '",
+    r"|extra (?:inputs|fields) (?:are )?not permitted|not a valid enumeration|input should be '"
+    r"|unknown variant|missing field",  # serde (TGI): a tag it does not know, a field its dialect needs
     re.IGNORECASE,
 )
 ECHO = re.compile(r"[\"']?input[\"']?\s*[:=]", re.IGNORECASE)
@@ -48,7 +49,7 @@ def unsupported(body: bytes) -> str | None:
     try:
         error = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        error = body.decode("utf-8", "replace")  # axum (TGI) answers a body it cannot read in plain text
     message = _message(error.get("error", error) if isinstance(error, dict) else error)
     found = UNSUPPORTED.search(message)
     if found is None:

@@ -7,6 +7,9 @@ It serves ``POST /v1/chat/completions`` as a real server would, as strict as the
 * ``llama-cpp-python``: what its server (0.3) answers: a body without a JSON content type, or a
   ``response_format`` other than text or json_object (json_schema included), is a 500 whose message is a
   pydantic validation error; the schema comes as json_object with ``schema``.
+* ``tgi``: what Hugging Face's text-generation-inference (axum, serde) answers: a body without a JSON content
+  type is a 415, a ``response_format`` it cannot deserialise (json_schema; json_object without ``value``) a 422
+  in plain text; the schema comes as json_object with ``value``; unknown fields (``guided_json``) are ignored.
 
 It recognises the call by the schema (its name when the dialect carries one, else its properties):
 
@@ -53,7 +56,7 @@ class Call:
 @dataclass
 class FakeJudge:
     latency_s: float = 0.0
-    server: str = "vllm"  # or "llama-cpp-python"
+    server: str = "vllm"  # or "llama-cpp-python", "tgi"
     fingerprint: str | None = None  # the system_fingerprint of every answer, as vLLM and OpenAI may send
     served_as: str | None = None  # GET /v1/models lists this one id (as llama-cpp-python lists its alias)
     answers: str | None = None  # when set, every answer is this string (it may be invalid on purpose)
@@ -118,6 +121,8 @@ class FakeJudge:
             return rejected
         body = await request.json(loads=orjson.loads)
         found = _schema(body, self.server)
+        if found is None and self.server == "tgi" and "response_format" not in body:
+            return _completion(body, "Yes, they say the same.", self.fingerprint)  # guided_json is ignored
         if found is None:
             return self._refuse_format(body)
         name, schema = found
@@ -150,6 +155,8 @@ class FakeJudge:
             return web.Response(status=400)
         if request.content_type == "application/json":
             return None
+        if self.server == "tgi":
+            return web.Response(status=415, text="Expected request with `Content-Type: application/json`")
         if self.server == "llama-cpp-python":
             message = (
                 "1 validation error: {'type': 'model_attributes_type', 'loc': ('body',), "
@@ -161,6 +168,11 @@ class FakeJudge:
     def _refuse_format(self, body: dict[str, Any]) -> web.Response:
         """A structured-output request this server does not take, answered as it answers it."""
         kind = (body.get("response_format") or {}).get("type")
+        if self.server == "tgi":
+            why = "missing field `value`" if kind == "json_object" else (
+                f"unknown variant `{kind}`, expected one of `json`, `regex`, `json_object`")  # fmt: skip
+            return web.Response(status=422, text=f"Failed to deserialize the JSON body into the target type: "
+                                                 f"response_format: {why} at line 1 column 120")  # fmt: skip
         if self.server == "llama-cpp-python":
             message = (f"1 validation error: {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
                        f"'msg': \"Input should be 'text' or 'json_object'\", 'input': '{kind}'}}")  # fmt: skip
@@ -223,10 +235,13 @@ KINDS = {"questions": "cef_questions", "answer": "cef_answer", "answers": "cef_a
 def _schema(body: dict[str, Any], server: str) -> tuple[str, dict[str, Any]] | None:
     """(name, schema) of a structured-output request in a dialect ``server`` takes, else None."""
     form = body.get("response_format") or {}
-    if form.get("type") == "json_schema" and server != "llama-cpp-python":
+    if server == "tgi":
+        schema = form.get("value") if form.get("type") in ("json", "json_object") else None
+    elif form.get("type") == "json_schema" and server != "llama-cpp-python":
         return form["json_schema"]["name"], form["json_schema"]["schema"]
-    schema = form.get("schema") if form.get("type") == "json_object" else None
-    if schema is None and server != "llama-cpp-python":
+    else:
+        schema = form.get("schema") if form.get("type") == "json_object" else None
+    if schema is None and server == "vllm":
         schema = body.get("guided_json")
     if not isinstance(schema, dict):
         return None

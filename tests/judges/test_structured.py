@@ -50,6 +50,29 @@ async def test_llama_cpp_python_is_asked_with_json_object_after_one_refusal(
     assert "asking as json_object" in warnings[0] and "Input should be 'text' or 'json_object'" in warnings[0]
 
 
+async def test_tgi_is_asked_with_json_object_and_value_after_two_refusals_in_plain_text(
+    backend: Callable[..., tuple[HttpBackend, FakeJudge]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, fake = backend("tgi")
+    with caplog.at_level(logging.WARNING, logger="judges.backends"):
+        first = await client.complete(ASK, "same_answer", SCHEMA)
+        second = await client.complete(ASK, "same_answer", SCHEMA)
+    assert first == second == '{"verdict":"SAME"}'
+    # json_schema (422: unknown variant), json_object with schema (422: missing field `value`), then json_value
+    assert fake.schemas() == ["same_answer", "same_answer"] and client.usage.calls == 4
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all("does not take structured output" in w for w in warnings)
+    assert "unknown variant `json_schema`" in warnings[0] and "missing field `value`" in warnings[1]
+
+
+async def test_tgi_given_guided_json_writes_free_text_and_the_check_catches_it(
+    backend: Callable[..., tuple[HttpBackend, FakeJudge]],
+) -> None:
+    client, _ = backend("tgi", structured_output="guided_json")
+    with pytest.raises(JudgeOutputError, match="not JSON"):
+        await client.complete(ASK, "same_answer", SCHEMA)
+
+
 async def test_a_dialect_the_endpoint_lacks_fails_once_and_clearly(
     backend: Callable[..., tuple[HttpBackend, FakeJudge]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -73,7 +96,7 @@ async def test_a_server_that_ignores_the_schema_is_caught(
         await client.complete(ASK, "same_answer", SCHEMA)
 
 
-@pytest.mark.parametrize("dialect", ["json_schema", "json_object", "guided_json"])
+@pytest.mark.parametrize("dialect", ["json_schema", "json_object", "guided_json"])  # not json_value: TGI's
 async def test_vllm_takes_every_dialect(backend: Callable[..., tuple[HttpBackend, FakeJudge]], dialect: str) -> None:
     client, fake = backend("vllm", structured_output=dialect)
     assert await client.complete(ASK, "same_answer", SCHEMA) == '{"verdict":"SAME"}'
@@ -84,6 +107,7 @@ def test_the_dialects_carry_the_schema_where_each_server_reads_it() -> None:
     assert request_fields("json_schema", "n", SCHEMA)["response_format"]["json_schema"] == {
         "name": "n", "schema": SCHEMA, "strict": True}  # fmt: skip
     assert request_fields("json_object", "n", SCHEMA) == {"response_format": {"type": "json_object", "schema": SCHEMA}}
+    assert request_fields("json_value", "n", SCHEMA) == {"response_format": {"type": "json_object", "value": SCHEMA}}
     assert request_fields("guided_json", "n", SCHEMA) == {"guided_json": SCHEMA}
 
 
