@@ -7,8 +7,9 @@ and identifiers in tool call arguments, reasoning parsers emit ``reasoning_conte
 by their ``index``, not by where they sit in a chunk).
 
 Read: ``content`` (a string, or each text part of a list), ``refusal``, ``reasoning_content``, ``reasoning``,
-``tool_calls[].function.arguments``, ``function_call.arguments``, ``audio.transcript``, in ``message`` (complete
-answers) and ``delta`` (chunks); ``text`` of legacy completions. Not read (docs/policies.md lists them): names
+``tool_calls[].function.arguments``, ``function_call.arguments``, ``audio.transcript``, ``thinking_blocks[].thinking``
+(Anthropic's, through the translated providers), in ``message`` (complete answers) and ``delta`` (chunks); ``text``
+of legacy completions. Not read (docs/policies.md lists them): names
 (of tools and functions), ids, ``logprobs``, annotations' URLs, images and audio data.
 """
 
@@ -21,6 +22,7 @@ Key = tuple[str | int, ...]  # the field across a stream's chunks
 
 _PLAIN = ("refusal", "reasoning_content", "reasoning")
 _TEXT_PARTS = ("text", "output_text")
+_NESTED = (("function_call", "arguments"), ("audio", "transcript"))
 
 
 def fields(choice: Any) -> list[tuple[Key, Path, str]]:
@@ -39,25 +41,31 @@ def fields(choice: Any) -> list[tuple[Key, Path, str]]:
 
 
 def _message_fields(holder: str, message: dict[str, Any]) -> list[tuple[Key, Path, str]]:
-    found: list[tuple[Key, Path, str]] = []
-    content = message.get("content")
-    if isinstance(content, str):
-        found.append((("content",), (holder, "content"), content))
-    elif isinstance(content, list):
-        for i, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS and isinstance(part.get("text"), str):
-                found.append((("content", i), (holder, "content", i, "text"), part["text"]))
+    found = _content(holder, message.get("content"))
     for name in _PLAIN:
         value = message.get(name)
         if isinstance(value, str):
             found.append(((name,), (holder, name), value))
-    found += _tool_calls(holder, message.get("tool_calls"))
-    function_call = message.get("function_call")
-    if isinstance(function_call, dict) and isinstance(function_call.get("arguments"), str):
-        found.append((("function_call",), (holder, "function_call", "arguments"), function_call["arguments"]))
-    audio = message.get("audio")
-    if isinstance(audio, dict) and isinstance(audio.get("transcript"), str):
-        found.append((("audio",), (holder, "audio", "transcript"), audio["transcript"]))
+    for name, inner in _NESTED:  # an object holding one text: {"function_call": {"arguments": ...}}
+        value = message.get(name)
+        if isinstance(value, dict) and isinstance(value.get(inner), str):
+            found.append(((name,), (holder, name, inner), value[inner]))
+    blocks = message.get("thinking_blocks")
+    for position, block in enumerate(blocks if isinstance(blocks, list) else ()):
+        if isinstance(block, dict) and isinstance(block.get("thinking"), str):
+            path = (holder, "thinking_blocks", position, "thinking")
+            found.append((("thinking_blocks", position), path, block["thinking"]))
+    return found + _tool_calls(holder, message.get("tool_calls"))
+
+
+def _content(holder: str, content: Any) -> list[tuple[Key, Path, str]]:
+    """``content``: a string, or a list of parts of which the text parts are read."""
+    if isinstance(content, str):
+        return [(("content",), (holder, "content"), content)]
+    found: list[tuple[Key, Path, str]] = []
+    for i, part in enumerate(content if isinstance(content, list) else ()):
+        if isinstance(part, dict) and part.get("type") in _TEXT_PARTS and isinstance(part.get("text"), str):
+            found.append((("content", i), (holder, "content", i, "text"), part["text"]))
     return found
 
 

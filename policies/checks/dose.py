@@ -63,7 +63,7 @@ _QUANTITY = _rx(rf"""
 """)
 _COUNT = _rx(rf"""(?<![\w.,])(?: (?P<x>\d{{1,2}}|{_WORDS})\s*(?:x|\u00d7|\*)\s*
     | (?P<t>\d{{1,2}}|{_WORDS})\s+{_FORM}\s+(?:of\s+)?(?:[a-z][\w-]*\s+)?
-    | (?P<w>\d{{1,2}}|{_WORDS})\s+ )$""")
+    | (?P<w>\d{{1,2}}|{_WORDS})\s+(?:[a-z][\w-]*\s+)? )$""")  # "30 paracetamol 500 mg tablets": a form follows
 _FORM_AFTER = _rx(rf"\s*{_FORM}")
 _UNIT_FACTOR = {"g": 1000.0, "gram": 1000.0, "gramme": 1000.0, "gm": 1000.0, "mcg": 0.001, "ug": 0.001,
                 "\u00b5g": 0.001, "\u03bcg": 0.001, "microgram": 0.001}  # fmt: skip
@@ -72,9 +72,15 @@ _PARAGRAPH_END = re.compile(r"\n\s*\n")
 _CLAUSE_BREAK = _rx(r"[;,]|\b(?:but|however|whereas|although|otherwise|instead)\b")
 _FILLER = _rx(rf"(?:\s+|\s*[()]\s*|\b(?:of|the|your|plain|oral|liquid|syrup|suspension|soluble|extra|strength"
               rf"|regular|dose|doses|a|an|{_FORM})\b)*")  # fmt: skip
-# What a quantity can be of besides a drug in the table: "50 g of carbohydrate", "vitamin d 1000 mcg".
+# What a quantity can be of besides a drug in the table: "50 g of carbohydrate", "vitamin d 1000 mcg", and a drug
+# the table does not hold, known by its USAN/INN stem ("or clarithromycin 500 mg twice daily" is not a dose of the
+# doxycycline named before it).
 _OTHER_SUBSTANCE = _rx(r"""\b(?:vitamins?|vit|calcium|iron|magnesium|zinc|potassium|sodium|salt|sugars?|glucose|carb\w*
-    |protein|fat|fibre|fiber|alcohol|caffeine|melatonin|omega|fish\s+oil|folic\s+acid|folate|b12)\b""")
+    |protein|fat|fibre|fiber|alcohol|caffeine|melatonin|omega|fish\s+oil|folic\s+acid|folate|b12
+    |cef\w{3,}|\w{2,}(?:mycin|micin|cillin|floxacin|cycline|azole|sartan|olol|statin|prazole|dipine|vir|mab|tinib
+    |azepam|zolam|triptan|parin|lukast|tidine|setron|afil|gliptin|gliflozin|glitazone|semide|thiazide|oxetine
+    |pramine|triptyline|coxib|penem|bactam|dronate|xaban|gatran|terol|tropium|caine|olone|asone|isone)
+    |\w{3,}pril)\b""")
 _OF_SOMETHING_ELSE = _rx(r"""\s*(?:of\s+(?!(?:the|your|a|an|this|that|it|each|either|any|these|those|one|plain|oral
     |liquid|regular|extra|soluble)\b)[a-z]|(?=(?:vitamins?|vit|calcium|iron|magnesium|zinc|potassium|sodium|salt
     |sugars?|glucose|carb\w*|protein|fat|fibre|fiber|alcohol|caffeine|melatonin|omega|fish\s+oil|folic\s+acid

@@ -88,6 +88,33 @@ def _echoed(value: str, supplied: _Supplied) -> bool:
     return False
 
 
+# A period, not a person's date: "between April 1996 and December 2000", "from 1 January 1996 to 31 December 1998".
+_RANGE_OPENS = re.compile(r"\b(?:between|from|during(?: the (?:year|period))?)\s*$", re.IGNORECASE)
+# "from January to September 2004", "the months of October and November, 2004": a month, then the date it runs to
+_MONTH_BEFORE = re.compile(
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*(?:and|to|through|until|till|-|\u2013)\s*$",
+    re.IGNORECASE,
+)
+_RANGE_JOINS = re.compile(r"\s*,?\s*(?:and|to|through(?: to)?|until|till|-|\u2013|\u2014)\s*", re.IGNORECASE)
+
+
+def _without_periods(text: str, spans: list[Span]) -> list[Span]:
+    """The spans less the dates of periods (a study's or a service's dates, which identify no one): both dates of
+    "between D1 and D2" / "from D1 to D2", and a date a month runs to ("from January to September 2004")."""
+    period: set[int] = set()
+    for i, span in enumerate(spans):
+        if span.kind != "DATE":
+            continue
+        if _MONTH_BEFORE.search(text, max(0, span.start - 16), span.start):
+            period.add(i)
+        following = spans[i + 1] if i + 1 < len(spans) else None
+        if (following is not None and following.kind == "DATE"
+                and _RANGE_JOINS.fullmatch(text, span.end, following.start)
+                and _RANGE_OPENS.search(text, max(0, span.start - 30), span.start)):  # fmt: skip
+            period.update((i, i + 1))
+    return [span for i, span in enumerate(spans) if i not in period]
+
+
 class PhiLeak:
     name = "phi_leak"
 
@@ -102,7 +129,7 @@ class PhiLeak:
             return []
         supplied = context.once("phi_supplied", _supplied)  # the caller's words, read only when there is something
         findings = []
-        for start, end, kind, _ in resolve(spans):
+        for start, end, kind, _ in _without_periods(text, resolve(spans)):
             value = _fold(text[start:end])
             if value and _echoed(value, supplied):
                 continue  # the caller's own identifier, echoed back to them

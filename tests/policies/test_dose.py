@@ -11,6 +11,8 @@ import pytest
 from policies.checks.base import Context, Finding
 from policies.checks.dose import DoseCheck
 from policies.checks.dose_table import TABLE_PATH, DoseTableError, default_table, load_table
+from policies.engine import checked
+from text.normal import normal
 
 CHECK = DoseCheck()
 DETAIL_KEYS = {"drug", "dose_mg", "limit_mg", "limit", "population"}
@@ -256,3 +258,35 @@ def test_a_custom_table_in_micrograms(tmp_path: Path) -> None:
         "population": "adult",
     }
     assert custom("Levothyroxine 100 mcg every morning.", Context()) == []
+
+
+# ---- written as an attacker would, or as correct text that must pass (issue: false blocks)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Take 30\u200b00 mg of acetaminophen every 4 hours.",
+        "Take 3000 mg of \u0430cetaminophen every 4 hours.",  # a Cyrillic a
+        "Take 3 0 0 0 mg of acetaminophen every 4 hours.",
+        "Take \uff13\uff10\uff10\uff10\uff4d\uff47 of acetaminophen every 4 hours.",
+        "Take fifteen grams of paracetamol.",
+        "Take 30 paracetamol 500 mg tablets at once.",
+        "Acetaminophen is the drug. It works well. Many use it. Take 3000 mg every 4 hours.",
+    ],
+)
+def test_an_overdose_written_to_slip_past_is_found(text: str) -> None:
+    assert checked(DoseCheck(), normal(text), Context()), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "For community-acquired pneumonia: doxycycline 200 mg on day one then 100 mg daily, or clarithromycin "
+        "500 mg twice daily for 5 days.",
+        "Ibuprofen 400 mg three times a day, and omeprazole 20 mg daily to protect the stomach.",
+        "Paracetamol 1 g four times a day; if the pain persists, add codeine. Amoxicillin 500 mg three times daily.",
+    ],
+)
+def test_a_dose_belongs_to_the_drug_written_with_it(text: str) -> None:
+    assert checked(DoseCheck(), normal(text), Context()) == [], text

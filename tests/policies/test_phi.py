@@ -57,3 +57,28 @@ def test_clinical_text_without_identifiers_is_clean(answer: str) -> None:
 def test_details_name_the_kind_only() -> None:
     (finding,) = CHECK("Call 617-555-0142.", Context())
     assert finding.detail == {"kind": "PHONE"}
+
+
+def test_digits_inside_a_longer_number_of_the_callers_are_not_theirs() -> None:
+    answer = "The patient, MRN 4455667, phone (617) 555-0143, was seen."
+    assert [f.detail["kind"] for f in PhiLeak()(answer, Context("account 944556671 and 16175550143999"))] == [
+        "MRN", "PHONE"]  # fmt: skip
+    assert PhiLeak()(answer, Context("MRN: 4455667; phone 617 555 0143")) == []  # written apart, still theirs
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Between April 1996 and December 2000, 120 patients were enrolled.",
+        "Records from 1 January 1996 to 31 December 1998 were reviewed.",
+        "We studied the months of October and November, 2004.",
+        "Satisfaction score: 4.18/10 vs. 2.75/10.",
+    ],
+)
+def test_a_study_period_or_a_score_is_not_a_persons_date(text: str) -> None:
+    assert PhiLeak()(text, Context()) == []
+
+
+def test_a_persons_date_is_still_one() -> None:
+    findings = PhiLeak()("She was admitted on 3/14/2023 and discharged on March 20, 2023.", Context())
+    assert [f.detail["kind"] for f in findings] == ["DATE", "DATE"]

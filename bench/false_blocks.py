@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""False blocks: how often the default pack's enforced rules stop or redact correct clinical text nobody here
+wrote, per source, with Wilson intervals, on a held-out half that no rule was tuned on.
+
+Sources (all correct text; every block or redaction of it is a false one unless the text itself is wrong):
+
+  * ``medec``: the MEDEC-MS validation notes as they should read (the note when it holds no error, else its
+    corrected text); Ben Abacha et al., Findings of ACL 2025, CC BY 4.0;
+  * ``pubmedqa``: each PubMedQA-L abstract (its context sections and its conclusion); Jin et al., EMNLP 2019,
+    MIT;
+  * ``local``: with ``--upstream``, a model's own answers to the PubMedQA questions (the local engine:
+    ``medic-gateway local-model``). A model's answer can be wrong, so each block found there is listed for a
+    reader to judge, and counted apart.
+
+Each text goes through the gateway's engine as a complete chat answer (``PolicyEngine.on_response``, the default
+pack, the caller's words being the question or nothing). Each source is split in two by a hash of its ids:
+``tuning`` (where false blocks are looked for and fixed, each fix becoming a test) and ``held-out`` (reported,
+never looked at for fixing).
+
+    .venv/bin/python bench/false_blocks.py [--show] [--upstream http://127.0.0.1:8077/v1 --model local --n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+import corpora
+from config import PoliciesConfig
+from judges.sycophancy.score import wilson
+from policies.engine import PolicyBlocked, PolicyEngine
+from policies.setup import build_engine
+from protocol.exchange import Exchange
+
+
+@dataclass
+class Tally:
+    texts: int = 0
+    blocked: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)  # (id, rule, detail)
+    redacted: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
+
+
+def half(key: str) -> str:
+    return "held-out" if zlib.crc32(key.encode()) % 2 else "tuning"
+
+
+def medec() -> Iterator[tuple[str, str, str]]:
+    with corpora.path(corpora.MEDEC_MS_VALIDATION).open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            text = row["Text"] if row["Error Flag"] == "0" else row["Corrected Text"]
+            yield row["Text ID"], "", text
+
+
+def pubmedqa() -> Iterator[tuple[str, str, str]]:
+    data = json.loads(corpora.path(corpora.PUBMEDQA_L).read_text(encoding="utf-8"))
+    for pmid, item in data.items():
+        yield pmid, item["QUESTION"], "\n\n".join([*item["CONTEXTS"], item["LONG_ANSWER"]])
+
+
+def local(upstream: str, model: str, n: int) -> Iterator[tuple[str, str, str]]:
+    data = json.loads(corpora.path(corpora.PUBMEDQA_L).read_text(encoding="utf-8"))
+    for pmid, item in list(data.items())[:n]:
+        body = {"model": model, "messages": [{"role": "user", "content": item["QUESTION"]}], "max_tokens": 160,
+                "temperature": 0}  # fmt: skip
+        request = urllib.request.Request(upstream.rstrip("/") + "/chat/completions", data=orjson.dumps(body),
+                                         headers={"content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=300) as response:
+            answer = json.load(response)["choices"][0]["message"]["content"] or ""
+        yield pmid, item["QUESTION"], answer
+
+
+def judge(engine: PolicyEngine, key: str, question: str, text: str, tally: Tally) -> None:
+    payload = {"model": "m", "messages": [{"role": "user", "content": question}] if question else []}
+    ex = Exchange(request_id=key, operation="chat", tenant="t", model="m", upstream="u", payload=payload)
+    parsed = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+    tally.texts += 1
+    try:
+        _, decision = engine.on_response(ex, orjson.dumps(parsed), parsed)
+    except PolicyBlocked as blocked:
+        tally.blocked.append((key, blocked.rule, _detail(ex, blocked.rule)))
+        return
+    if decision == "redacted":
+        rules = {d["rule"] for d in ex.policy if d["action"] == "redact"}
+        for rule in sorted(rules):
+            tally.redacted.append((key, rule, _detail(ex, rule)))
+
+
+def _detail(ex: Exchange, rule: str) -> dict[str, object]:
+    return next((d["detail"] for d in ex.policy if d["rule"] == rule), {})
+
+
+def rate(k: int, n: int) -> str:
+    interval = wilson(k, n)
+    if interval is None:
+        return "n/a"
+    return f"{100 * k / n:.2f} % [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--show", action="store_true", help="list each false block and redaction (ids, rules)")
+    parser.add_argument("--upstream", help="an OpenAI-compatible server whose answers are a third source")
+    parser.add_argument("--model", default="local")
+    parser.add_argument("--n", type=int, default=100, help="questions asked of --upstream")
+    args = parser.parse_args()
+    engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
+    assert engine is not None
+    sources = {"medec": medec(), "pubmedqa": pubmedqa()}
+    if args.upstream:
+        sources["local"] = local(args.upstream, args.model, args.n)
+    print("| source | half | texts | blocked (false) [95% CI] | redacted (false) [95% CI] |")
+    print("|---|---|---:|---|---|")
+    found: list[str] = []
+    for name, texts in sources.items():
+        tallies = {"tuning": Tally(), "held-out": Tally()}
+        for key, question, text in texts:
+            judge(engine, f"{name}:{key}", question, text, tallies[half(key)])
+        for part, t in tallies.items():
+            print(f"| {name} | {part} | {t.texts} | {len(t.blocked)}: {rate(len(t.blocked), t.texts)} "
+                  f"| {len(t.redacted)}: {rate(len(t.redacted), t.texts)} |")  # fmt: skip
+            found += [f"{part} blocked {k} {r} {d}" for k, r, d in t.blocked]
+            found += [f"{part} redacted {k} {r} {d}" for k, r, d in t.redacted]
+    if args.show:
+        print("\n" + "\n".join(found))
+
+
+if __name__ == "__main__":
+    main()
