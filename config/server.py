@@ -13,6 +13,8 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     max_request_body_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    # Model requests checked against OpenAI's request schemas before they are forwarded (protocol/requests.py)
+    validate_requests: bool = True
     access_log: bool = False
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
 

@@ -29,6 +29,7 @@ from policies.monitor import ResultsMonitor
 from policies.setup import build_engine
 from protocol.errors import GatewayError, MethodNotAllowed, NotFound
 from protocol.exchange import Exchange
+from protocol.requests import warm_validators
 from upstreams.routing import Router
 
 log = logging.getLogger("medic_gateway")
@@ -51,7 +52,7 @@ class Gateway:
         self.metrics.allow_models(self.router.named_models())
         self.tracing = tracing or configure(config.telemetry.capture_content)
         self.policies = build_engine(config.policies, self.metrics.registry)
-        self.proxy = Proxy(self.router, self.metrics, self.tracing, self.policies)
+        self.proxy = Proxy(self.router, self.metrics, self.tracing, self.policies, config.server.validate_requests)
         self.pipeline = Pipeline(config, self.metrics, redis_url, events)
         self.evaluations = Evaluations(self.pipeline.store, config, self.keys.open)
         self.monitor = None
@@ -70,6 +71,8 @@ class Gateway:
             await self.lifespan(receive, send)
 
     async def startup(self) -> None:
+        if self.config.server.validate_requests:
+            warm_validators()  # compiled once, before the first request waits for it
         for upstream in self.router.upstreams.values():
             await upstream.start()
         await self.pipeline.start()

@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
 from policies.engine import PolicyEngine
 from policies.stream import StreamGuard
+from protocol import requests
 from protocol.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
 from protocol.exchange import Exchange
 from protocol.sse import EventSplitter, StreamSummary, error_event
@@ -34,14 +35,17 @@ from upstreams.routing import Router
 
 WATCH_AFTER_S = 0.02
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
+SCHEMAS = {"chat": "chat", "text_completion": "completions", "embeddings": "embeddings"}  # protocol/requests.py
 
 log = logging.getLogger("medic_gateway.policies")
 
 
 class Proxy:
     def __init__(
-        self, router: Router, metrics: Metrics, tracing: Tracing, policies: PolicyEngine | None = None
-    ) -> None:
+        self, router: Router, metrics: Metrics, tracing: Tracing, policies: PolicyEngine | None = None,
+        validate: bool = True,
+    ) -> None:  # fmt: skip
+        self.validate = validate
         self.router = router
         self.metrics = metrics
         self.tracing = tracing
@@ -51,6 +55,8 @@ class Proxy:
         """Answer one model request; GatewayError escapes before any byte is sent, never after."""
         payload = _parse(request.body)
         exchange.model = model = _model(payload)
+        if self.validate:
+            requests.check(SCHEMAS[exchange.operation], payload)
         exchange.stream = stream = payload.get("stream") is True and exchange.operation != "embeddings"
         exchange.payload = payload
         targets = self.router.targets(model)

@@ -428,11 +428,12 @@ def test_an_invalid_incoming_request_id_is_replaced(given: str, fake: FakeUpstre
 
 
 EVERY_KIND_OF_RESPONSE = {
-    "ok": ("POST", CHAT, b'{"model":"gpt-test","messages":[]}', 200),
+    "ok": ("POST", CHAT, b'{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}', 200),
     "malformed json": ("POST", CHAT, b"{nope", 400),
+    "invalid request": ("POST", CHAT, b'{"model":"gpt-test","messages":[]}', 400),
     "unknown path": ("GET", "/v1/nothing-here", None, 404),
     "wrong method": ("GET", CHAT, None, 405),
-    "upstream error": ("POST", CHAT, b'{"model":"upstream-400","messages":[]}', 400),
+    "upstream error": ("POST", CHAT, b'{"model":"upstream-400","messages":[{"role":"user","content":"hi"}]}', 400),
     "health": ("GET", "/healthz", None, 200),
     "ready": ("GET", "/readyz", None, 200),
     "metrics": ("GET", "/metrics", None, 200),
