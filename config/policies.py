@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -14,3 +14,6 @@ class PoliciesConfig(Strict):
     audit_path: str | None = "medic-audit.jsonl"  # append-only JSON lines; null: no audit file
     stream_window_chars: Annotated[int, Field(ge=1, le=100_000)] = 200
     monitor_every_s: Annotated[float, Field(gt=0)] = 30.0  # how often results rules are evaluated
+    # A blocked complete answer: "filtered" (200, every choice withheld with finish_reason content_filter, as Azure
+    # OpenAI's content filter answers and as a blocked stream ends) or "error" (OpenAI's 400 error instead)
+    blocked_answer: Literal["filtered", "error"] = "filtered"

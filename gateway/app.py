@@ -35,6 +35,8 @@ from upstreams.routing import Router
 log = logging.getLogger("medic_gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CONTROL_PATHS = frozenset({"/v1/models", "/healthz", "/readyz", "/metrics"})
+UPSTREAM_CHECK_S = 5.0  # /readyz asks the upstreams at most this often
+UPSTREAM_CHECK_TIMEOUT_S = 2.0
 PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -63,6 +65,8 @@ class Gateway:
         self._monitor_task: asyncio.Task[None] | None = None
         self.ready = False
         self._limit = config.server.max_request_body_bytes
+        self._upstreams_checked = float("-inf")
+        self._upstream_states: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -157,9 +161,12 @@ class Gateway:
         if path == "/healthz":
             await send_json(send, 200, b'{"status":"ok"}', request_id)
         elif path == "/readyz":
-            ready = self.ready
-            await send_json(send, 200 if ready else 503, b'{"status":"%s"}' % (b"ready" if ready else b"starting"),
-                            request_id)  # fmt: skip
+            if not self.ready:
+                await send_json(send, 503, b'{"status":"starting"}', request_id)
+                return
+            upstreams = await self.upstream_health()
+            status = "ready" if all(state != "down" for state in upstreams.values()) else "degraded"
+            await send_json(send, 200, orjson.dumps({"status": status, "upstreams": upstreams}), request_id)
         elif path == "/metrics":
             await self.send_metrics(send, request_id)
         elif path.startswith(EVALUATIONS):
@@ -169,6 +176,31 @@ class Gateway:
             await send_json(send, 200, orjson.dumps(await self.models(request.authorization)), request_id)
         else:
             raise NotFound(f"Unknown path {path}.")
+
+    async def upstream_health(self) -> dict[str, str]:
+        """Each upstream "up" (it answered GET /models, whatever the status below 500), "down" (no connection, a
+        timeout, a 5xx) or "unknown" (a translated provider), asked at most every UPSTREAM_CHECK_S seconds. A
+        gateway stays ready while an upstream is down: taking every replica out of service would turn one
+        upstream's outage into the gateway's; /readyz says "degraded" and names it."""
+        now = asyncio.get_running_loop().time()
+        if now - self._upstreams_checked < UPSTREAM_CHECK_S:
+            return self._upstream_states
+        self._upstreams_checked = now
+        names = list(self.router.upstreams)
+        states = await asyncio.gather(*(self._upstream_state(self.router.upstreams[n]) for n in names))
+        self._upstream_states = dict(zip(names, states, strict=True))
+        return self._upstream_states
+
+    @staticmethod
+    async def _upstream_state(upstream: Any) -> str:
+        get = getattr(upstream, "get", None)
+        if get is None:
+            return "unknown"
+        try:
+            reply = await asyncio.wait_for(get("/models"), UPSTREAM_CHECK_TIMEOUT_S)
+        except Exception:  # refused, reset, timed out: down, whatever the cause
+            return "down"
+        return "down" if reply.status >= 500 else "up"
 
     async def send_metrics(self, send: Send, request_id: str) -> None:
         body = self.metrics.exposition()

@@ -22,7 +22,7 @@ from gateway import telemetry
 from gateway.asgi import JSON, ClientGone, Receive, Request, Send, start_headers
 from gateway.metrics import Metrics
 from gateway.tracing import Tracing, outgoing_headers, parent_context, provider_name, traceparent
-from policies.engine import PolicyEngine
+from policies.engine import PolicyBlocked, PolicyEngine, withheld
 from policies.stream import StreamGuard
 from protocol import requests
 from protocol.errors import GatewayError, InvalidRequest, ModelNotFound, render_error
@@ -136,7 +136,14 @@ class Proxy:
                 if parsed is None:
                     self.policies.unreadable(ex, stage, "not JSON")
                 else:
-                    body, decision = self.policies.on_response(ex, body, parsed, stage)
+                    try:
+                        body, decision = self.policies.on_response(ex, body, parsed, stage)
+                    except PolicyBlocked as blocked:
+                        if self.policies.blocked_answer == "error":
+                            raise
+                        body, decision = withheld(parsed, blocked), f"blocked; rule={blocked.rule}"
+                        ex.finish_reasons = ["content_filter"] * max(1, len(ex.finish_reasons))
+                        ex.error_type = "content_filter"
                     headers = [*headers, (b"x-medic-policy", decision.encode())] if decision else headers
         headers = [*headers, *ex.extra_headers] if ex.extra_headers else headers
         await send(start_headers(reply.status, headers, ex.request_id, len(body)))

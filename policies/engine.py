@@ -46,6 +46,28 @@ class PolicyBlocked(GatewayError):
         what = "request" if stage == "request" else "response"
         super().__init__(f"The {what} was blocked by the gateway's policy rule '{rule}'.", param=None)
         self.rule = rule
+        self.stage = stage
+
+
+def withheld(parsed: dict[str, Any], blocked: PolicyBlocked) -> bytes:
+    """A blocked complete answer as Azure OpenAI's content filter delivers one, and as a blocked stream ends:
+    every choice withheld (no content) with ``finish_reason: "content_filter"``, the usage the tokens cost, and
+    the verdict in ``medic_policy`` (the rule, the action, the stage; never the text)."""
+    choices = parsed.get("choices")
+    count = len(choices) if isinstance(choices, list) else 1
+    chat = parsed.get("object") != "text_completion"
+    kept = ("id", "object", "created", "model", "system_fingerprint", "usage")
+    out: dict[str, Any] = {key: parsed[key] for key in kept if key in parsed}
+    out["choices"] = [{"index": i, "finish_reason": "content_filter", "logprobs": None,
+                       **({"message": {"role": "assistant", "content": None}} if chat else {"text": ""})}
+                      for i in range(count)]  # fmt: skip
+    out["medic_policy"] = verdict(blocked.rule, blocked.stage)
+    return orjson.dumps(out)
+
+
+def verdict(rule: str, stage: str) -> dict[str, str]:
+    """What apps read of a block: which rule, which action, at which stage."""
+    return {"action": "block", "rule": rule, "stage": stage}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +81,13 @@ class Bound:
 
 class PolicyEngine:
     def __init__(self, packs: list[Pack], checks: dict[str, Check], audit: AuditLog, metrics: PolicyMetrics,
-                 window_chars: int = DEFAULT_WINDOW_CHARS) -> None:  # fmt: skip
+                 window_chars: int = DEFAULT_WINDOW_CHARS, blocked_answer: str = "filtered") -> None:  # fmt: skip
         self.packs = packs
         self.checks = checks
         self.audit = audit
         self.metrics = metrics
         self.window = window_chars
+        self.blocked_answer = blocked_answer
         self._cache: dict[tuple[str, str | None, str, str], list[Bound]] = {}
         self.states: dict[str, dict[str, str]] = {}  # model -> {results rule id: action} while it holds
 
@@ -190,7 +213,7 @@ class PolicyEngine:
             for finding in checked(b.check, read, context):
                 action = self._decide(ex, b, stage, finding)
                 if action == "block":
-                    raise PolicyBlocked(b.rule.id, "response")
+                    raise PolicyBlocked(b.rule.id, stage)
                 if action == "redact":
                     spans.append((finding.start, finding.end))
                 actions.add(action)

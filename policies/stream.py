@@ -56,6 +56,7 @@ class StreamGuard:
         self.rules = rules
         self.on_unreadable = unreadable  # records an event no check can read; True: let it through unchecked
         self.unreadable = False  # the stream was ended at an event no check could read
+        self.blocked_by = ""  # the rule that ended the stream
         self.context = context
         self.window = window
         self.decide = decide
@@ -131,6 +132,7 @@ class StreamGuard:
                         continue  # already released (or already redacted): nothing left to stop
                     self.decide(rule.id, Finding(finding.check, start, end, finding.detail))
                     if rule.action == "block":
+                        self.blocked_by = rule.id
                         return index, max(sent, start)
                     self.redactions.setdefault(index, []).append((max(sent, start), end))
         return None
@@ -182,7 +184,8 @@ class StreamGuard:
             out.append(self._render(head, None))
         self.held.clear()
         finished = [{"index": i, "delta": {}, "finish_reason": "content_filter"} for i in sorted(self.choices)]
-        closing = {**self._meta, "choices": finished}
+        closing = {**self._meta, "choices": finished, "medic_policy": {"action": "block", "rule": self.blocked_by,
+                                                                          "stage": "stream"}}  # fmt: skip
         closing.setdefault("object", "chat.completion.chunk")
         closing.setdefault("created", int(time.time()))
         out += [b"data: " + orjson.dumps(closing) + b"\n\n", b"data: [DONE]\n\n"]

@@ -287,3 +287,20 @@ async def test_a_saturated_connection_pool_does_not_block_another_upstream(
     finally:
         release.set()
     assert await asyncio.gather(*pending) == ["slow"] * 6
+
+
+def test_readiness_names_an_upstream_that_is_down_and_stays_ready(fake_upstream: Fake, gateway: Gateway) -> None:
+    b = fake_upstream()
+    b.script("/v1/models", Json({"object": "list", "data": []}))
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    gw = gateway(config({"a": upstream(dead), "b": upstream(b.url)}))
+    response = http.request(gw.url, "GET", "/readyz")
+    assert response.status == 200  # one upstream's outage is not the gateway's: it still serves model b
+    assert json.loads(response.body) == {"status": "degraded", "upstreams": {"a": "down", "b": "up"}}
+
+
+def test_readiness_is_ready_when_every_upstream_answers(fake_upstream: Fake, gateway: Gateway) -> None:
+    a = fake_upstream()
+    a.script("/v1/models", Json({"error": {"message": "no key"}}, status=401))  # reachable: up
+    gw = gateway(config({"a": upstream(a.url)}))
+    assert json.loads(http.request(gw.url, "GET", "/readyz").body) == {"status": "ready", "upstreams": {"a": "up"}}

@@ -62,6 +62,14 @@ def blocked(gw: GatewayServer, **extra: Any) -> dict[str, Any]:
     return body
 
 
+def filtered(gw: GatewayServer, **extra: Any) -> str:
+    """The rule a complete answer was withheld by: 200, every choice a content_filter finish without content."""
+    answer = client(gw).chat.completions.create(model="m", messages=ASK, **extra)  # type: ignore[arg-type]
+    assert {c.finish_reason for c in answer.choices} == {"content_filter"}
+    assert all(c.message.content is None and not c.message.tool_calls for c in answer.choices)
+    return str((answer.model_extra or {})["medic_policy"]["rule"])
+
+
 def streamed(gw: GatewayServer) -> tuple[str, BaseException | None]:
     """The text a streaming client saw, and what the SDK raised (None: the stream ended normally)."""
     text = []
@@ -82,12 +90,12 @@ def streamed(gw: GatewayServer) -> tuple[str, BaseException | None]:
 def test_json_with_nan_is_read_as_the_sdk_reads_it_and_blocked(fake: FakeUpstream, gw: GatewayServer) -> None:
     body = json.dumps(chat_completion(OVERDOSE))[:-1] + ',"score":NaN}'
     fake.script(CHAT, Json(body.encode()))
-    assert blocked(gw)["code"] == "content_policy_violation"
+    assert filtered(gw) == "dose-above-max"
 
 
 def test_json_behind_a_byte_order_mark_is_read_and_blocked(fake: FakeUpstream, gw: GatewayServer) -> None:
     fake.script(CHAT, Json(b"\xef\xbb\xbf" + json.dumps(chat_completion(OVERDOSE)).encode()))
-    assert blocked(gw)["code"] == "content_policy_violation"
+    assert filtered(gw) == "dose-above-max"
 
 
 @pytest.mark.parametrize(
@@ -174,7 +182,7 @@ def test_an_overdose_in_any_readable_field_is_blocked(
     fake: FakeUpstream, gw: GatewayServer, answer: dict[str, Any]
 ) -> None:
     fake.script(CHAT, Json(answer))
-    assert blocked(gw)["code"] == "content_policy_violation"
+    assert filtered(gw) == "dose-above-max"
 
 
 def test_an_identifier_in_tool_call_arguments_is_redacted_there(fake: FakeUpstream, gw: GatewayServer) -> None:
@@ -193,9 +201,16 @@ def test_an_identifier_in_tool_call_arguments_is_redacted_there(fake: FakeUpstre
 
 def test_a_stream_answered_whole_is_checked_whole(fake: FakeUpstream, gw: GatewayServer) -> None:
     fake.script(CHAT, Json(chat_completion(OVERDOSE)))
-    with pytest.raises(openai.BadRequestError) as raised:
-        list(client(gw).chat.completions.create(model="m", messages=ASK, stream=True))  # type: ignore[arg-type]
-    assert isinstance(raised.value.body, dict) and raised.value.body["code"] == "content_policy_violation"
+    response = http.request(gw.url, "POST", CHAT, json.dumps({"model": "m", "messages": ASK, "stream": True}).encode())
+    assert response.status == 200 and b"3000" not in response.body
+    assert json.loads(response.body)["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_an_app_that_wants_errors_gets_openai_s_400_instead(fake: FakeUpstream, gateway: Start, tmp_path: Path) -> None:
+    gw = gateway(configured(fake, tmp_path, blocked_answer="error"))
+    fake.script(CHAT, Json(chat_completion(OVERDOSE)))
+    error = blocked(gw)
+    assert error["code"] == "content_policy_violation" and "dose-above-max" in error["message"]
 
 
 def test_a_last_event_without_its_blank_line_is_read_and_blocked(fake: FakeUpstream, gw: GatewayServer) -> None:

@@ -67,18 +67,20 @@ def client() -> Callable[[GatewayServer], openai.OpenAI]:
     return lambda gw: openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0)
 
 
-def test_an_overdose_answer_is_blocked_and_audited(
+def test_an_overdose_answer_is_withheld_as_a_content_filter_finish_and_audited(
     fake_upstream: Callable[[], FakeUpstream], gateway: Callable[..., GatewayServer], tmp_path: Path,
     client: Callable[[GatewayServer], openai.OpenAI],
 ) -> None:  # fmt: skip
     fake = fake_upstream()
     fake.script(CHAT_PATH, Json(chat_completion(OVERDOSE)))
     gw = gateway(configured(fake, tmp_path))
-    with pytest.raises(openai.BadRequestError) as raised:
-        client(gw).chat.completions.create(model="m", messages=ASK)  # type: ignore[arg-type]
-    error = raised.value.body
-    assert isinstance(error, dict) and error["code"] == "content_policy_violation"
-    assert "dose-above-max" in error["message"] and "3000" not in json.dumps(error)
+    raw = client(gw).chat.completions.with_raw_response.create(model="m", messages=ASK)  # type: ignore[arg-type]
+    answer = raw.parse()
+    assert raw.status_code == 200 and raw.headers["x-medic-policy"] == "blocked; rule=dose-above-max"
+    assert [(c.message.content, c.finish_reason) for c in answer.choices] == [(None, "content_filter")]
+    assert (answer.model_extra or {})["medic_policy"] == {"action": "block", "rule": "dose-above-max",
+                                                          "stage": "response"}  # fmt: skip
+    assert "3000" not in raw.http_response.text
     (entry,) = [e for e in audit(tmp_path) if e["rule"] == "dose-above-max"]
     assert (entry["action"], entry["mode"], entry["stage"], entry["model"]) == ("block", "enforced", "response", "m")
     assert entry["detail"]["drug"] == "paracetamol" and "acetaminophen every" not in json.dumps(entry)
@@ -97,6 +99,10 @@ def test_an_overdose_in_a_stream_ends_it_before_any_character_of_the_dose(
     assert text == "For the pain, take "  # the dose statement starts at its number
     assert "3" not in text and reasons[-1] == "content_filter"
     assert [e["stage"] for e in audit(tmp_path) if e["rule"] == "dose-above-max"] == ["stream"]
+    again = client(gw).chat.completions.create(model="m", messages=ASK, stream=True)  # type: ignore[arg-type]
+    *_, closing = (chunk for chunk in again if chunk.choices)
+    assert (closing.model_extra or {})["medic_policy"] == {"action": "block", "rule": "dose-above-max",
+                                                           "stage": "stream"}  # fmt: skip
 
 
 def test_shadow_mode_lets_the_answer_through_and_records_it(
