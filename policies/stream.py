@@ -1,17 +1,24 @@
-"""Blocking and redacting inside a stream: hold back a window, check it, release what is safe.
+"""Blocking and redacting inside a stream: release what no check could still turn into a finding, hold the rest.
 
-``StreamGuard.feed`` takes each event as the relay would send it and returns the events to send now. An
-event is held until at least ``window`` characters of its choice's text follow it, so that a rule has seen
-the text around it before any of it leaves; text leaves in steps of STEP characters, and before each step
-the new text is checked together with the held text before it. When a blocking rule fires, the events
-before the finding leave, the event that holds its first character leaves cut just before it, and a last
-chunk with ``finish_reason: "content_filter"`` and ``[DONE]`` end the stream: no character of the blocked
-span is ever sent. A redacting rule replaces its span with ``[redacted]`` in the held events. Without such
-a rule in force the relay does not use a guard at all, and chunks are not held back.
+``StreamGuard.feed`` takes each event as the relay would send it and returns the events to send now. Every check
+of the default pack says where its findings can begin (``starts``: a number, a drug of the table, a capitalised
+word that could be a name, an address) and whether a word still arriving could become such a place
+(``may_grow``). Text leaves as soon as it arrives, up to the first such place whose sentence has not ended (or
+the word still arriving, when it could grow into one); once the sentence is complete the checks read it, with
+the text before it, and only then does it leave. A text with no number, drug or identifier in its opening is
+not held at all beyond its last word. A rule whose check says neither falls back to a window: an event is held
+until ``window`` characters of its choice's text follow it, and text leaves in steps of STEP characters.
+
+When a blocking rule fires, the events before the finding leave, the event that holds its first character
+leaves cut just before it, and a last chunk giving every choice ``finish_reason: "content_filter"`` (with the
+verdict in ``medic_policy``) and ``[DONE]`` end the stream: no character of the blocked span is ever sent. A
+redacting rule replaces its span with ``[redacted]`` in the held events. Without such a rule in force the relay
+does not use a guard at all, and chunks are not held back.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +34,9 @@ from text.normal import normal
 
 REDACTED = "[redacted]"
 STEP = 64  # characters released at a time once the window is full
+MAX_HOLD = 2000  # characters held behind a place a finding could begin, at most, when its sentence never ends
+# A sentence ends at ".", "!" or "?" before a space (not "e.g.", "i.e.", "vs.", "approx.", "max.", "no."), or a line.
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bapprox)(?<!\bmax)(?<!\bno)[.!?](?=\s)|\n")
 Decide = Callable[[str, Finding], None]  # (rule id, finding) -> record the decision
 
 
@@ -57,6 +67,10 @@ class StreamGuard:
         self.on_unreadable = unreadable  # records an event no check can read; True: let it through unchecked
         self.unreadable = False  # the stream was ended at an event no check could read
         self.blocked_by = ""  # the rule that ended the stream
+        # Every check says where its findings can begin: text is released as soon as none can begin in it
+        # (``_advance``); otherwise a window of ``window`` characters is held behind the newest text.
+        self.incremental = all(hasattr(r.check, "starts") and hasattr(r.check, "may_grow") for r in rules)
+        self.release_at: dict[Channel, int] = {}
         self.context = context
         self.window = window
         self.decide = decide
@@ -80,12 +94,56 @@ class StreamGuard:
         if chunk is None and data is not None and not self.on_unreadable("event"):
             return self._refuse()  # data that is neither a JSON object nor [DONE]: no check can read it
         self._hold(event, chunk)
+        if self.incremental:
+            return self._advance()
         if not self._due():
             return []  # nothing could leave yet: no need to check
         cut = self._check(list(self.texts))
         if cut is not None:
             return self._block(*cut)
         return self._release(final=False)
+
+    def _advance(self) -> list[bytes]:
+        """Releases all text no check could still turn into a finding: up to the word still arriving, or to the
+        first place a finding could begin (``Check.starts``) whose sentence has not ended. The checks run only
+        when text holding such a place is about to leave (its sentence complete), not for every token."""
+        due = False
+        for channel, text in self.texts.items():
+            sent = self.sent.get(channel, 0)
+            at, triggered = self._releasable(text, sent)
+            if at > self.release_at.get(channel, sent):
+                self.release_at[channel] = at
+                due = due or triggered
+        if due:
+            cut = self._check(list(self.texts))
+            if cut is not None:
+                return self._block(*cut)
+        return self._release(final=False)
+
+    def _releasable(self, text: str, sent: int) -> tuple[int, bool]:
+        """How far ``text`` may leave now, and whether that stretch holds a place a finding could begin (so the
+        checks must read it first)."""
+        limit = len(text)
+        if text and not text[-1].isspace():
+            word_start = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1  # the word still arriving
+            if any(rule.check.may_grow(text[word_start:]) for rule in self.rules):  # type: ignore[attr-defined]
+                limit = word_start
+        origin = max(0, sent - self.window)
+        read = normal(text[origin:])
+        starts = sorted({read.span(t, t + 1)[0] + origin for rule in self.rules
+                         for t in rule.check.starts(read.text)})  # type: ignore[attr-defined]  # fmt: skip
+        triggered = False
+        for start in starts:
+            if start < sent:
+                continue
+            if start >= limit or _SENTENCE_END.search(text, start) is None:
+                limit = min(limit, start)  # a finding may still begin here: held until its sentence ends
+                break
+            triggered = True
+        if len(text) - limit > MAX_HOLD:  # a sentence that never ends: held no further than the window
+            limit = max(limit, len(text) - self.window)
+            triggered = True
+        return max(limit, sent), triggered
 
     def _due(self) -> bool:
         """Whether at least STEP characters of some choice could leave: text leaves (and is checked) in steps,
@@ -144,13 +202,19 @@ class StreamGuard:
         out = []
         while self.held:
             head = self.held[0]
-            if not final and any(end > len(self.texts[i]) - self.window for i, (_, end) in head.spans.items()):
+            if not final and any(end > self._released_to(i) for i, (_, end) in head.spans.items()):
                 break
             self.held.popleft()
             out.append(self._render(head, None))
             for index, (_, end) in head.spans.items():
                 self.sent[index] = end
         return out
+
+    def _released_to(self, channel: Channel) -> int:
+        """The offset of the channel's text that may leave."""
+        if self.incremental:
+            return self.release_at.get(channel, 0)
+        return len(self.texts[channel]) - self.window
 
     def _finish(self) -> list[bytes]:
         cut = self._check(list(self.texts))

@@ -65,6 +65,7 @@ _COUNT = _rx(rf"""(?<![\w.,])(?: (?P<x>\d{{1,2}}|{_WORDS})\s*(?:x|\u00d7|\*)\s*
     | (?P<t>\d{{1,2}}|{_WORDS})\s+{_FORM}\s+(?:of\s+)?(?:[a-z][\w-]*\s+)?
     | (?P<w>\d{{1,2}}|{_WORDS})\s+(?:[a-z][\w-]*\s+)? )$""")  # "30 paracetamol 500 mg tablets": a form follows
 _FORM_AFTER = _rx(rf"\s*{_FORM}")
+_STARTS = re.compile(rf"(?<!\d)\d|\b(?:{_WORDS})\b")  # where a quantity (and so a finding) can begin
 _UNIT_FACTOR = {"g": 1000.0, "gram": 1000.0, "gramme": 1000.0, "gm": 1000.0, "mcg": 0.001, "ug": 0.001,
                 "\u00b5g": 0.001, "\u03bcg": 0.001, "microgram": 0.001}  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?](?<!\bmax\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bapprox\.)(?<!\bvs\.)(?=\s)|\n")
@@ -250,6 +251,22 @@ class DoseCheck:
 
     def __init__(self, table: DoseTable | None = None) -> None:
         self._names = _Names(table if table is not None else default_table())
+        self._prefixes = sorted({name.split()[0] for name in self._names.drugs} | set(COUNT_WORDS))
+
+    def may_grow(self, word: str) -> bool:
+        """Whether a word still arriving could become where a finding begins: a number, or the beginning of a
+        count in words or of a drug's name."""
+        low = word.lower()
+        return any(c.isdigit() for c in low) or any(name.startswith(low) for name in self._prefixes)
+
+    def starts(self, text: str) -> list[int]:
+        """Where a finding of this check can begin (a stream holds text from there until its sentence ends): a
+        number, a count in words, a drug of the table."""
+        low = _lower(text)
+        found = [m.start() for m in _STARTS.finditer(low)]
+        if self._names.named(text, low):
+            found += [m.start for m in self._names.mentions(low)]
+        return sorted(found)
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
         low = _lower(text)

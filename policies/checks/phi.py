@@ -115,8 +115,51 @@ def _without_periods(text: str, spans: list[Span]) -> list[Span]:
     return [span for i, span in enumerate(spans) if i not in period]
 
 
+# Where an identifier can begin: a number, the word holding an "@", a web address, a capitalised word (a name,
+# a title, a month, a label) other than the words sentences commonly open with.
+_STARTS = re.compile(r"(?<![\d\w])\d|\S*@|\b(?:https?|www)\b|\b[A-Z][\w'-]*")
+_OPENERS = frozenset({
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "avoid", "be", "because", "before",
+    "both", "but", "by", "call", "can", "check", "consider", "contact", "continue", "do", "does", "don't", "each",
+    "either", "even", "every", "few", "first", "for", "from", "get", "give", "go", "have", "he", "her", "here",
+    "his", "how", "however", "i", "if", "in", "is", "it", "its", "keep", "let", "make", "many", "may", "more",
+    "most", "much", "my", "no", "not", "of", "on", "once", "one", "only", "or", "other", "our", "please", "rest",
+    "see", "seek", "she", "should", "since", "so", "some", "start", "stop", "take", "tell", "than", "that", "the",
+    "their", "then", "there", "these", "they", "this", "those", "to", "try", "until", "use", "very", "we", "what",
+    "when", "where", "whether", "which", "while", "who", "why", "with", "within", "without", "you", "your", "yes",
+})  # fmt: skip
+
+
+_FOLLOWED_BY_LOWER = re.compile(r" [a-z]")
+
+
+def _opens_sentence(text: str, position: int) -> bool:
+    before = text[:position].rstrip(" ")
+    return not before or before[-1] in ".!?\n"
+
+
 class PhiLeak:
     name = "phi_leak"
+
+    def may_grow(self, word: str) -> bool:
+        """Whether a word still arriving could become an identifier: anything but lower-case letters (a name, a
+        number, an address with "@" or "."). A plain lower-case word could still become the local part of an
+        e-mail address ("janeroe@..."): that word leaves, and only what follows it is redacted."""
+        return not (word.isalpha() and word.islower())
+
+    def starts(self, text: str) -> list[int]:
+        """Where a finding of this check can begin (a stream holds text from there until its sentence ends). A
+        capitalised word that opens a sentence and is followed by a lower-case word cannot: every name the
+        recognisers know is a capitalised word after a title or a label, or two of them, or one before an age."""
+        found = []
+        for m in _STARTS.finditer(text):
+            word = m.group()
+            if word.lower() in _OPENERS:
+                continue
+            if word[:1].isupper() and _FOLLOWED_BY_LOWER.match(text, m.end()) and _opens_sentence(text, m.start()):
+                continue
+            found.append(m.start())
+        return found
 
     def __call__(self, text: str, context: Context) -> list[Finding]:
         spans = matches(text)

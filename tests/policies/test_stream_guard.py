@@ -113,3 +113,54 @@ def test_the_end_of_an_upstream_without_done_releases_what_is_held() -> None:
     g, _ = guard(window=50)
     assert g.feed(event("short answer")) == []
     assert text_of(g.end()) == "short answer"
+
+
+# ---------------------------------------------------------- the default pack: text leaves as soon as it is safe
+
+
+def default_guard() -> StreamGuard:
+    from prometheus_client import CollectorRegistry
+
+    from config import PoliciesConfig
+    from policies.setup import build_engine
+    from protocol.exchange import Exchange
+
+    engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
+    assert engine is not None
+    ex = Exchange(request_id="r", operation="chat", tenant="t", model="m", upstream="u", stream=True,
+                  payload={"model": "m", "messages": [{"role": "user", "content": "My knee hurts."}]})  # fmt: skip
+    made = engine.stream_guard(ex)
+    assert made is not None and made.incremental
+    return made
+
+
+def released_at(g: StreamGuard, text: str, size: int = 4) -> tuple[list[int], str]:
+    """Per character, the token after which it left (tokens of ``size`` characters), and the text that left."""
+    at: list[int] = []
+    sent = []
+    for index, piece in enumerate([*(text[i : i + size] for i in range(0, len(text), size)), None]):
+        for out in g.feed(event(piece) if piece is not None else DONE):
+            left = text_of([out])
+            at += [index] * len(left)
+            sent.append(left)
+    return at, "".join(sent)
+
+
+def test_text_no_check_could_read_a_finding_in_leaves_within_a_token_of_its_own() -> None:
+    text = ("Rest the knee and keep it raised when you sit down. Cold packs wrapped in a towel help with the "
+            "swelling, and gentle movement keeps it from stiffening while it heals.")  # fmt: skip
+    at, sent = released_at(default_guard(), text)
+    assert sent == text
+    assert all(when - i // 4 <= 1 for i, when in enumerate(at))
+
+
+def test_a_dose_is_held_from_its_number_until_its_sentence_ends_and_then_blocked() -> None:
+    text = "Rest the knee. For the pain take 3000 mg of acetaminophen every 4 hours. Then see your doctor."
+    _, sent = released_at(default_guard(), text)
+    assert sent == "Rest the knee. For the pain take "
+
+
+def test_a_name_after_a_label_never_leaves_a_character() -> None:
+    text = "The note was written for Patient: Jane Roe, who should rest the knee. She can walk."
+    _, sent = released_at(default_guard(), text)
+    assert "Jane" not in sent and "Roe" not in sent and "[redacted]" in sent and sent.endswith("She can walk.")
