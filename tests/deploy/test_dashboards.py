@@ -409,9 +409,11 @@ def traffic(gw: GatewayServer) -> None:
         for content in (STROKE, "What can I do about my headache?", FORGERY):
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}])
         list(client.chat.completions.create(model="m", messages=messages, stream=True))
-        for content in ("I have knee pain, what should I take?", "This one is failing."):
-            with pytest.raises(openai.APIStatusError):
-                client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}])
+        knee = [{"role": "user", "content": "I have knee pain, what should I take?"}]
+        withheld = client.chat.completions.create(model="m", messages=knee)  # type: ignore[arg-type]
+        assert withheld.choices[0].finish_reason == "content_filter"  # the overdose the fake answers is blocked
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "This one is failing."}])
     finally:
         client.close()
 
