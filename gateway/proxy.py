@@ -34,6 +34,7 @@ from upstreams.http import Call, RawHeaders, Reply
 from upstreams.routing import Router
 
 WATCH_AFTER_S = 0.02
+DRAIN_S = 30.0  # a blocked stream waits this long at most for the usage chunk its client asked for
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
 SCHEMAS = {"chat": "chat", "text_completion": "completions", "embeddings": "embeddings"}  # protocol/requests.py
 
@@ -107,7 +108,7 @@ class Proxy:
             if reply.rest is None:
                 await self._whole(reply, call.stream, send, ex)
             else:
-                guard = self.policies.stream_guard(ex) if self.policies is not None else None
+                guard = self.policies.stream_guard(ex, call.wants_usage) if self.policies is not None else None
                 await _relay_stream(reply, send, ex, guard)
         except asyncio.CancelledError:
             if not watch.left:
@@ -340,9 +341,9 @@ async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, 
                 ex.first_token_s = ex.elapsed()
             body = out[0] if len(out) == 1 else b"".join(out)
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        if guard is not None and guard.blocked:
+        if guard is not None and guard.blocked and not (guard.draining and perf_counter() < drain_until(guard)):
             break
-    out = []
+    out = [] if guard is None else guard.stop_draining()
     if guard is None or not guard.blocked:
         last = splitter.last()  # an upstream that ended without the blank line: its last event is read too
         out = _events([last] if last is not None else [], summary, guard)
@@ -355,6 +356,13 @@ async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, 
         message = "The upstream's stream ended before the answer was complete."
         out.append(error_event(message, "upstream_stream_broken" if cut.broken else "upstream_stream_incomplete"))
     await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
+
+
+def drain_until(guard: StreamGuard) -> float:
+    """How long a blocked stream waits for the upstream's usage chunk: DRAIN_S from the block."""
+    if guard.drain_deadline is None:
+        guard.drain_deadline = perf_counter() + DRAIN_S
+    return guard.drain_deadline
 
 
 def _events(events: list[bytes], summary: StreamSummary, guard: StreamGuard | None) -> list[bytes]:

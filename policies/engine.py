@@ -221,7 +221,7 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------------------------------- stream
 
-    def stream_guard(self, ex: Exchange) -> StreamGuard | None:
+    def stream_guard(self, ex: Exchange, wants_usage: bool = False) -> StreamGuard | None:
         """A guard when an enforced block or redact rule applies to this stream; None otherwise."""
         enforced = [GuardRule(b.rule.id, b.check, b.rule.action) for b in self.rules(ex, "stream", ex.upstream)
                     if b.check is not None and _acts(b)]  # fmt: skip
@@ -235,7 +235,7 @@ class PolicyEngine:
         def unreadable(reason: str) -> bool:
             return self.fail_open([bound[r.id] for r in enforced], ex, "stream", reason)
 
-        return StreamGuard(enforced, self.context(ex), self.window, decide, unreadable)
+        return StreamGuard(enforced, self.context(ex), self.window, decide, unreadable, wants_usage)
 
     def while_waiting(self, ex: Exchange) -> None:
         """While the upstream works on the answer: the request stage's flag, allow and shadow rules on the

@@ -11,7 +11,9 @@ until ``window`` characters of its choice's text follow it, and text leaves in s
 
 When a blocking rule fires, the events before the finding leave, the event that holds its first character
 leaves cut just before it, and a last chunk giving every choice ``finish_reason: "content_filter"`` (with the
-verdict in ``medic_policy``) and ``[DONE]`` end the stream: no character of the blocked span is ever sent. A
+verdict in ``medic_policy``) and ``[DONE]`` end the stream: no character of the blocked span is ever sent. When
+the client asked for usage (``stream_options.include_usage``), the upstream is read to its end (its text
+discarded) so that the usage chunk still comes before ``[DONE]``. A
 redacting rule replaces its span with ``[redacted]`` in the held events. Without such a rule in force the relay
 does not use a guard at all, and chunks are not held back.
 """
@@ -61,12 +63,15 @@ class GuardRule:
 class StreamGuard:
     def __init__(
         self, rules: list[GuardRule], context: Context, window: int, decide: Decide,
-        unreadable: Callable[[str], bool] = lambda reason: False,
+        unreadable: Callable[[str], bool] = lambda reason: False, wants_usage: bool = False,
     ) -> None:  # fmt: skip
         self.rules = rules
         self.on_unreadable = unreadable  # records an event no check can read; True: let it through unchecked
         self.unreadable = False  # the stream was ended at an event no check could read
         self.blocked_by = ""  # the rule that ended the stream
+        self.wants_usage = wants_usage  # the client asked for the usage chunk: a blocked stream still ends with it
+        self.draining = False  # blocked, and waiting for that usage chunk
+        self.drain_deadline: float | None = None  # when the relay stops waiting for it
         # Every check says where its findings can begin: text is released as soon as none can begin in it
         # (``_advance``); otherwise a window of ``window`` characters is held behind the newest text.
         self.incremental = all(hasattr(r.check, "starts") and hasattr(r.check, "may_grow") for r in rules)
@@ -85,7 +90,7 @@ class StreamGuard:
     def feed(self, event: bytes) -> list[bytes]:
         """The events to send now (an empty list while holding; the closing events after a block)."""
         if self.blocked:
-            return []
+            return self._drain(event, event_data(event)) if self.draining else []
         data = event_data(event)
         if data is not None and data.strip() == DONE:
             out = self._finish()
@@ -252,8 +257,29 @@ class StreamGuard:
                                                                           "stage": "stream"}}  # fmt: skip
         closing.setdefault("object", "chat.completion.chunk")
         closing.setdefault("created", int(time.time()))
-        out += [b"data: " + orjson.dumps(closing) + b"\n\n", b"data: [DONE]\n\n"]
+        out.append(b"data: " + orjson.dumps(closing) + b"\n\n")
+        if self.wants_usage:
+            self.draining = True  # the usage chunk the client asked for is still to come: [DONE] after it
+        else:
+            out.append(b"data: [DONE]\n\n")
         return out
+
+    def _drain(self, event: bytes, data: bytes | None) -> list[bytes]:
+        """After a block, while the upstream finishes: nothing of its text; its usage chunk, then [DONE]."""
+        if data is not None and data.strip() == DONE:
+            self.draining = False
+            return [event]
+        chunk = _chunk(data)
+        if chunk is not None and chunk.get("usage") and not chunk.get("choices"):
+            return [event]
+        return []
+
+    def stop_draining(self) -> list[bytes]:
+        """The upstream ended, failed, or took too long after a block: the stream ends here."""
+        if not self.draining:
+            return []
+        self.draining = False
+        return [b"data: [DONE]\n\n"]
 
     def _render(self, held: _Held, cut: tuple[Channel, int] | None) -> bytes:
         """The held event as it may leave: unchanged, or rewritten with redactions and a cut applied."""

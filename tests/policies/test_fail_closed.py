@@ -268,3 +268,16 @@ def test_a_blocked_stream_gives_every_choice_its_finish_reason(fake: FakeUpstrea
                 for c in chunk.get("choices", ()) if c.get("finish_reason")}  # fmt: skip
     assert finished == {0: "content_filter", 1: "content_filter"}
     assert b"3000" not in response.body
+
+
+def test_a_blocked_stream_still_ends_with_the_usage_chunk_the_client_asked_for(
+    fake: FakeUpstream, gw: GatewayServer
+) -> None:
+    fake.script(CHAT, Stream(chat_chunks([OVERDOSE[:14], OVERDOSE[14:40], OVERDOSE[40:], " Rest as well."])))
+    chunks = list(client(gw).chat.completions.create(  # type: ignore[call-overload]
+        model="m", messages=ASK, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "3000" not in text and "Rest as well" not in text
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons == ["content_filter"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 18  # the upstream's own count
