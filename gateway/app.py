@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from config import GatewayConfig
-from gateway import telemetry
+from gateway import openapi, telemetry
 from gateway.asgi import ClientGone, Receive, Request, Scope, Send, send_error, send_json
 from gateway.auth import KeyRing
 from gateway.evaluations import EVALUATIONS, Evaluations
@@ -34,7 +34,7 @@ from upstreams.routing import Router
 
 log = logging.getLogger("medic_gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-CONTROL_PATHS = frozenset({"/v1/models", "/healthz", "/readyz", "/metrics"})
+CONTROL_PATHS = frozenset({"/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 UPSTREAM_CHECK_S = 5.0  # /readyz asks the upstreams at most this often
 UPSTREAM_CHECK_TIMEOUT_S = 2.0
 PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
@@ -169,6 +169,8 @@ class Gateway:
             await send_json(send, 200, orjson.dumps({"status": status, "upstreams": upstreams}), request_id)
         elif path == "/metrics":
             await self.send_metrics(send, request_id)
+        elif path == "/openapi.json":
+            await send_json(send, 200, openapi.document(), request_id)
         elif path.startswith(EVALUATIONS):
             await self.evaluations.handle(request, send, request_id)
         elif path == "/v1/models":

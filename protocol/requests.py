@@ -32,6 +32,12 @@ def _schema() -> dict[str, Any]:
     return loaded
 
 
+def schema_document() -> dict[str, Any]:
+    """A copy of the request schemas (roots, the message schemas by role, their definitions)."""
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(_schema()))
+    return copied
+
+
 @cache
 def validator(operation: str) -> Validator:
     """The compiled check of one operation's body ("chat", "completions", "embeddings")."""
