@@ -30,6 +30,8 @@ from typing import NamedTuple
 import orjson
 from text_to_num import text2num
 
+from text.scan import Prefilter
+
 _UNITS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
@@ -45,7 +47,15 @@ _WORDS = re.compile(
     rf"\b(?:{_NUMBER}|{'|'.join(_SCALES)})(?:(?:[ -]|\s+and\s+)(?:{_NUMBER}|{'|'.join(_SCALES)}))*\b", re.IGNORECASE
 )
 _SPACED_DIGITS = re.compile(r"(?<![\d.,])\d(?: \d)+(?![\d.,])")
-_ASCII_TRIGGER = re.compile(rf"{_SPACED_DIGITS.pattern}|{_WORDS.pattern}", re.IGNORECASE)
+_SMALL = "|".join(_UNITS[:13])
+_LARGE = "|".join([*_UNITS[13:], *_TENS, *_SCALES])
+# What may change ASCII text, found in one Hyperscan pass (a fraction of a microsecond): digits spaced one by one,
+# a number word beyond "twelve", two number words in a row. Most answers hold none.
+_MAY_CHANGE = Prefilter({
+    "spaced": re.compile(r"\d \d"),
+    "large": re.compile(rf"\b(?:{_LARGE})\b", re.IGNORECASE),
+    "run": re.compile(rf"\b(?:{_SMALL})[ -]+(?:{_SMALL}|{_LARGE})\b", re.IGNORECASE),
+})  # fmt: skip
 
 
 class Normal(NamedTuple):
@@ -66,7 +76,7 @@ class Normal(NamedTuple):
 
 def normal(text: str) -> Normal:
     """``text`` as every check reads it; see the module's docstring."""
-    if text.isascii() and _ASCII_TRIGGER.search(text) is None:
+    if text.isascii() and not _ascii_changes(text):
         return Normal(text)
     chars, starts, ends = _characters(text)
     chars, starts, ends = _number_words(chars, starts, ends)
@@ -77,12 +87,24 @@ def normal(text: str) -> Normal:
     return Normal(joined, starts, ends)
 
 
+def _ascii_changes(text: str) -> bool:
+    """Whether ASCII text has anything to normalise: spaced digits, or number words other than one of the
+    single words read as written (most answers hold neither, or only an "on one side")."""
+    if not _MAY_CHANGE.possible(text):
+        return False
+    if _SPACED_DIGITS.search(text) is not None:
+        return True
+    return any(_value(run.group()) is not None for run in _WORDS.finditer(text))
+
+
 def normal_text(text: str) -> str:
     """Only the normal text (the caller's words, compared with what an answer repeats)."""
     return normal(text).text
 
 
 def _characters(text: str) -> tuple[list[str], list[int], list[int]]:
+    if text.isascii():  # nothing to fold character by character
+        return list(text), list(range(len(text))), list(range(1, len(text) + 1))
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
