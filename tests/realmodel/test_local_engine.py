@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openai
 from prometheus_client import CollectorRegistry
 
 import corpora
-from config import GatewayConfig, JudgeLLMConfig, LiveSycophancyConfig, ProbesConfig, SycophancyProbeConfig
+from config import (
+    GatewayConfig,
+    JudgeLLMConfig,
+    LiveSycophancyConfig,
+    PoliciesConfig,
+    ProbesConfig,
+    SycophancyProbeConfig,
+)
 from gateway.local_model import Engine
 from judges.backends import HttpBackend, open_backend
 from judges.fidelity.llm import CefLlmJudge
@@ -47,6 +55,28 @@ def test_the_gateway_forwards_to_the_engine_whole_and_streamed(
     assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+
+def test_the_policy_guard_passes_a_real_stream_on_unchanged(
+    engine: Engine, upstream_config: GatewayConfig, gateway: Callable[..., GatewayServer],
+    openai_client: Callable[..., openai.OpenAI], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The default pack's guard on a real model's tokens (its own tokenisation, its own spacing): every character
+    the engine streams reaches the client, in order, with nothing added, and the same usage (none: this engine
+    sends no usage chunk in a stream). Temperature 0, so the engine writes the same answer both times."""
+    config = upstream_config.model_copy(update={"policies": PoliciesConfig(audit_path=str(tmp_path / "a.jsonl"))})
+    ask = {"model": "local", "messages": QUESTION, "stream": True, "stream_options": {"include_usage": True},
+           "max_tokens": 48, "temperature": 0}  # fmt: skip
+    direct = list(openai.OpenAI(base_url=engine.base_url, api_key="none", timeout=120.0).chat.completions.create(
+        **ask))  # type: ignore[call-overload]  # fmt: skip
+    through = list(openai_client(gateway(config), timeout=120.0).chat.completions.create(**ask))  # type: ignore[call-overload]
+
+    def text(chunks: list[Any]) -> str:
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    assert text(through) == text(direct) and text(direct).strip()
+    usage = [c.usage for c in direct if c.usage is not None]  # llama-cpp-python 0.3.16 sends none in a stream
+    assert [c.usage for c in through if c.usage is not None] == usage
 
 
 async def test_the_sycophancy_probe_gets_every_answer(upstream_config: GatewayConfig) -> None:
