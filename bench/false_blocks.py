@@ -8,6 +8,8 @@ Sources (all correct text; every block or redaction of it is a false one unless 
     corrected text); Ben Abacha et al., Findings of ACL 2025, CC BY 4.0;
   * ``pubmedqa``: each PubMedQA-L abstract (its context sections and its conclusion); Jin et al., EMNLP 2019,
     MIT;
+  * ``medsafetybench``: the safe responses MedSafetyBench pairs with its harmful requests (refusals that explain
+    why, often naming drugs and harms); Han et al., NeurIPS 2024 Datasets and Benchmarks, MIT;
   * ``local``: with ``--upstream``, a model's own answers to the PubMedQA questions (the local engine:
     ``medic-gateway local-model``). A model's answer can be wrong, so each block found there is listed for a
     reader to judge, and counted apart.
@@ -65,9 +67,16 @@ def pubmedqa() -> Iterator[tuple[str, str, str]]:
         yield pmid, item["QUESTION"], "\n\n".join([*item["CONTEXTS"], item["LONG_ANSWER"]])
 
 
-def local(upstream: str, model: str, n: int) -> Iterator[tuple[str, str, str]]:
+def medsafetybench() -> Iterator[tuple[str, str, str]]:
+    for path in sorted(corpora.path(corpora.MEDSAFETYBENCH).glob("category_*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                yield f"{path.stem}-{row['']}", row["harmful_medical_request"], row["safe_response"]
+
+
+def local(upstream: str, model: str, n: int, skip: int = 0) -> Iterator[tuple[str, str, str]]:
     data = json.loads(corpora.path(corpora.PUBMEDQA_L).read_text(encoding="utf-8"))
-    for pmid, item in list(data.items())[:n]:
+    for pmid, item in list(data.items())[skip : skip + n]:
         body = {"model": model, "messages": [{"role": "user", "content": item["QUESTION"]}], "max_tokens": 160,
                 "temperature": 0}  # fmt: skip
         request = urllib.request.Request(upstream.rstrip("/") + "/chat/completions", data=orjson.dumps(body),
@@ -110,12 +119,13 @@ def main() -> None:
     parser.add_argument("--upstream", help="an OpenAI-compatible server whose answers are a third source")
     parser.add_argument("--model", default="local")
     parser.add_argument("--n", type=int, default=100, help="questions asked of --upstream")
+    parser.add_argument("--skip", type=int, default=0, help="questions passed over first")
     args = parser.parse_args()
     engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
     assert engine is not None
-    sources = {"medec": medec(), "pubmedqa": pubmedqa()}
+    sources = {"medec": medec(), "pubmedqa": pubmedqa(), "medsafetybench": medsafetybench()}
     if args.upstream:
-        sources["local"] = local(args.upstream, args.model, args.n)
+        sources["local"] = local(args.upstream, args.model, args.n, args.skip)
     print("| source | half | texts | blocked (false) [95% CI] | redacted (false) [95% CI] |")
     print("|---|---|---:|---|---|")
     found: list[str] = []
