@@ -40,6 +40,7 @@ _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ni
 _SCALES = ("hundred", "thousand", "million")
 # Single words the checks read as written ("on one side", "every four hours", "two tablets").
 _AS_WRITTEN = frozenset(_UNITS[:13])
+NUMBER_WORDS = frozenset([*_UNITS, *_TENS, *_SCALES])  # what may become digits here
 _DIGIT_WORDS = {word: str(value) for value, word in enumerate(_UNITS[:10])}
 _NUMBER = "|".join(sorted([*_UNITS, *_TENS], key=len, reverse=True))
 # A run of number words: "fifteen", "twenty-five", "two hundred and fifty", "four five six seven".

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from policies.checks.base import Context, Finding
 from policies.checks.dose_table import UNIT_MG, DoseTable, DrugEntry, Population, default_table
+from text.normal import NUMBER_WORDS
 from text.scan import Needles
 
 # ---- the text: quantities, drug names, frequencies, cues (all read from the lower-cased text) -----------
@@ -251,11 +252,11 @@ class DoseCheck:
 
     def __init__(self, table: DoseTable | None = None) -> None:
         self._names = _Names(table if table is not None else default_table())
-        self._prefixes = sorted({name.split()[0] for name in self._names.drugs} | set(COUNT_WORDS))
+        self._prefixes = sorted({name.split()[0] for name in self._names.drugs} | set(COUNT_WORDS) | NUMBER_WORDS)
 
     def may_grow(self, word: str) -> bool:
         """Whether a word still arriving could become where a finding begins: a number, or the beginning of a
-        count in words or of a drug's name."""
+        number in words ("fift" of "fifteen") or of a drug's name."""
         low = word.lower()
         return any(c.isdigit() for c in low) or any(name.startswith(low) for name in self._prefixes)
 

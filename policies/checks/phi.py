@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from policies.checks.base import Context, Finding
 from text.identifiers import Span, matches, resolve
+from text.normal import NUMBER_WORDS
 from text.scan import Prefilter
 
 NPI = re.compile(r"(?<!\d)\d{10}(?!\d)")
@@ -143,9 +144,12 @@ class PhiLeak:
 
     def may_grow(self, word: str) -> bool:
         """Whether a word still arriving could become an identifier: anything but lower-case letters (a name, a
-        number, an address with "@" or "."). A plain lower-case word could still become the local part of an
-        e-mail address ("janeroe@..."): that word leaves, and only what follows it is redacted."""
-        return not (word.isalpha() and word.islower())
+        number, an address with "@" or "."), or the beginning of a number in words. A plain lower-case word could
+        still become the local part of an e-mail address ("janeroe@..."): that word leaves, and only what follows
+        it is redacted."""
+        if not (word.isalpha() and word.islower()):
+            return True
+        return any(number.startswith(word) for number in NUMBER_WORDS)  # "fou" of a "four five ..." identifier
 
     def starts(self, text: str) -> list[int]:
         """Where a finding of this check can begin (a stream holds text from there until its sentence ends). A
