@@ -85,3 +85,16 @@ def test_obfuscating_a_safe_answer_does_not_make_it_a_finding(data: st.DataObjec
     safe = "Take 500 mg of acetaminophen every 6 hours, no more than 3 g a day, and rest the knee."
     written = data.draw(obfuscated(safe))
     assert checked(DOSE, normal(written), Context()) == [], ascii(written)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), case=st.sampled_from(DOSES), size=st.integers(min_value=1, max_value=6))
+def test_an_obfuscated_overdose_streamed_token_by_token_never_shows_its_dose(
+    data: st.DataObject, case: str, size: int
+) -> None:
+    from tests.policies.test_stream_guard import default_guard, released_at
+
+    written = data.draw(obfuscated(case))
+    _, sent = released_at(default_guard(), written, size)
+    dose = re.search(r"\d+", case)
+    assert dose is not None and dose.group() not in normal(sent).text.replace(" ", ""), ascii(sent)
