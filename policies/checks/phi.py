@@ -99,9 +99,25 @@ _MONTH_BEFORE = re.compile(
 _RANGE_JOINS = re.compile(r"\s*,?\s*(?:and|to|through(?: to)?|until|till|-|\u2013|\u2014)\s*", re.IGNORECASE)
 
 
+# A month and a year with no day ("November 2005") identify a person only when the sentence is about one.
+_MONTH_YEAR = re.compile(r"[A-Za-z]+\.?[ \t,-]+(?:19|20)\d{2}")
+_ONE_PERSON = re.compile(
+    r"\b(?:patient|he|she|his|her|him|you|your|mr|mrs|ms|admitted|discharged|born|died|dob|visited|seen|presented)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[.!?](?=\s)|\n")
+
+
+def _about_one_person(text: str, start: int, end: int) -> bool:
+    before = [m.end() for m in _SENTENCE.finditer(text, 0, start)]
+    after = _SENTENCE.search(text, end)
+    return _ONE_PERSON.search(text, before[-1] if before else 0, after.end() if after else len(text)) is not None
+
+
 def _without_periods(text: str, spans: list[Span]) -> list[Span]:
     """The spans less the dates of periods (a study's or a service's dates, which identify no one): both dates of
-    "between D1 and D2" / "from D1 to D2", and a date a month runs to ("from January to September 2004")."""
+    "between D1 and D2" / "from D1 to D2", a date a month runs to ("from January to September 2004"), and a month
+    and year with no day in a sentence about no one person ("164 patients since November 2005")."""
     period: set[int] = set()
     for i, span in enumerate(spans):
         if span.kind != "DATE":
@@ -113,6 +129,8 @@ def _without_periods(text: str, spans: list[Span]) -> list[Span]:
                 and _RANGE_JOINS.fullmatch(text, span.end, following.start)
                 and _RANGE_OPENS.search(text, max(0, span.start - 30), span.start)):  # fmt: skip
             period.update((i, i + 1))
+        elif _MONTH_YEAR.fullmatch(text, span.start, span.end) and not _about_one_person(text, span.start, span.end):
+            period.add(i)  # a month of a study, a season of a service: no one's date
     return [span for i, span in enumerate(spans) if i not in period]
 
 

@@ -82,3 +82,22 @@ def test_a_study_period_or_a_score_is_not_a_persons_date(text: str) -> None:
 def test_a_persons_date_is_still_one() -> None:
     findings = PhiLeak()("She was admitted on 3/14/2023 and discharged on March 20, 2023.", Context())
     assert [f.detail["kind"] for f in findings] == ["DATE", "DATE"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "164 consecutive patients underwent surgery since November 2005.",
+        "Medical students were surveyed in November 2008.",
+    ],
+)
+def test_a_month_and_year_in_a_sentence_about_no_one_is_not_a_persons_date(text: str) -> None:
+    assert PhiLeak()(text, Context()) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["She was admitted in March 2023 with chest pain.", "Your scan in March 2023 was normal."],
+)
+def test_a_month_and_year_about_one_person_is_still_theirs(text: str) -> None:
+    assert [f.detail["kind"] for f in PhiLeak()(text, Context())] == ["DATE"]
