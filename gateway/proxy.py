@@ -34,7 +34,6 @@ from upstreams.http import Call, RawHeaders, Reply
 from upstreams.routing import Router
 
 WATCH_AFTER_S = 0.02
-DRAIN_S = 30.0  # a blocked stream waits this long at most for the usage chunk its client asked for
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"}
 SCHEMAS = {"chat": "chat", "text_completion": "completions", "embeddings": "embeddings"}  # protocol/requests.py
 
@@ -341,7 +340,7 @@ async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, 
                 ex.first_token_s = ex.elapsed()
             body = out[0] if len(out) == 1 else b"".join(out)
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        if guard is not None and guard.blocked and not (guard.draining and perf_counter() < drain_until(guard)):
+        if guard is not None and guard.blocked and not guard.waiting_for_usage:
             break
     out = [] if guard is None else guard.stop_draining()
     if guard is None or not guard.blocked:
@@ -356,13 +355,6 @@ async def _pump(reply: Reply, send: Send, summary: StreamSummary, ex: Exchange, 
         message = "The upstream's stream ended before the answer was complete."
         out.append(error_event(message, "upstream_stream_broken" if cut.broken else "upstream_stream_incomplete"))
     await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
-
-
-def drain_until(guard: StreamGuard) -> float:
-    """How long a blocked stream waits for the upstream's usage chunk: DRAIN_S from the block."""
-    if guard.drain_deadline is None:
-        guard.drain_deadline = perf_counter() + DRAIN_S
-    return guard.drain_deadline
 
 
 def _events(events: list[bytes], summary: StreamSummary, guard: StreamGuard | None) -> list[bytes]:

@@ -160,14 +160,8 @@ class PolicyEngine:
     def fail_open(self, bound: list[Bound], ex: Exchange, stage: str, reason: str) -> bool:
         """Records an unreadable answer against each rule; whether every rule lets it through unchecked."""
         for b in bound:
-            action = "allow" if b.rule.fail_open else "block"
-            entry = {"request_id": ex.request_id, "tenant": ex.tenant, "model": ex.model, "upstream": ex.upstream,
-                     "pack": b.pack, "rule": b.rule.id, "stage": stage, "action": action,
-                     "mode": "fail_open" if b.rule.fail_open else "fail_closed", "check": "unreadable",
-                     "detail": {"reason": reason}}  # fmt: skip
-            self.audit.record(entry)
-            self.metrics.decisions.labels(b.rule.id, stage, action, entry["mode"]).inc()
-            ex.policy.append({k: entry[k] for k in ("rule", "stage", "action", "mode", "check", "detail")})
+            action, mode = ("allow", "fail_open") if b.rule.fail_open else ("block", "fail_closed")
+            self._record(ex, b, stage, action, mode, "unreadable", {"reason": reason})
         ex.policy_flagged = ex.policy_flagged or bool(bound)
         return all(b.rule.fail_open for b in bound)
 
@@ -184,12 +178,8 @@ class PolicyEngine:
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             if "choices" not in parsed and "error" in parsed:
                 return body, None  # an error in a 200: no answer to read
-            if self.fail_open(bound, ex, stage, "not an OpenAI answer"):
-                return body, None
-            raise UpstreamUnreadable(
-                "The upstream's answer is not an OpenAI answer, so the gateway's policies could not check it; "
-                "it was not passed on."
-            )
+            self.unreadable(ex, stage, "not an OpenAI answer")  # raises unless every rule fails open
+            return body, None
         context = self.context(ex)
         actions: set[str] = set()
         for choice in choices:
@@ -290,19 +280,21 @@ class PolicyEngine:
     def _decide(self, ex: Exchange, b: Bound, stage: str, finding: Finding) -> str:
         """Records one decision; returns the action to take ("none" for a shadowed rule)."""
         rule = b.rule
-        mode = "shadow" if rule.shadow else "enforced"
-        entry = {"request_id": ex.request_id, "tenant": ex.tenant, "model": ex.model, "upstream": ex.upstream,
-                 "pack": b.pack, "rule": rule.id, "stage": stage, "action": rule.action, "mode": mode,
-                 "check": finding.check, "detail": finding.detail}  # fmt: skip
-        self.audit.record(entry)
-        self.metrics.decisions.labels(rule.id, stage, rule.action, mode).inc()
-        ex.policy.append({"rule": rule.id, "stage": stage, "action": rule.action, "mode": mode,
-                          "check": finding.check, "detail": finding.detail})  # fmt: skip
+        self._record(ex, b, stage, rule.action, "shadow" if rule.shadow else "enforced", finding.check, finding.detail)
         if rule.shadow:
             return "none"
         if rule.action in ("flag", "block", "redact"):
             ex.policy_flagged = True
         return rule.action
+
+    def _record(self, ex: Exchange, b: Bound, stage: str, action: str, mode: str, check: str,
+                detail: dict[str, Any]) -> None:  # fmt: skip
+        """One decision to the audit log, the metrics and the exchange (which the sampler ships)."""
+        decision = {"rule": b.rule.id, "stage": stage, "action": action, "mode": mode, "check": check, "detail": detail}
+        self.audit.record({"request_id": ex.request_id, "tenant": ex.tenant, "model": ex.model,
+                           "upstream": ex.upstream, "pack": b.pack, **decision})  # fmt: skip
+        self.metrics.decisions.labels(b.rule.id, stage, action, mode).inc()
+        ex.policy.append(decision)
 
 
 def _acts(b: Bound) -> bool:

@@ -36,6 +36,7 @@ from text.normal import normal
 
 REDACTED = "[redacted]"
 STEP = 64  # characters released at a time once the window is full
+DRAIN_S = 30.0  # a blocked stream waits this long at most for the usage chunk its client asked for
 MAX_HOLD = 2000  # characters held behind a place a finding could begin, at most, when its sentence never ends
 # A sentence ends at ".", "!" or "?" before a space (not "e.g.", "i.e.", "vs.", "approx.", "max.", "no."), or a line.
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bapprox)(?<!\bmax)(?<!\bno)[.!?](?=\s)|\n")
@@ -71,7 +72,7 @@ class StreamGuard:
         self.blocked_by = ""  # the rule that ended the stream
         self.wants_usage = wants_usage  # the client asked for the usage chunk: a blocked stream still ends with it
         self.draining = False  # blocked, and waiting for that usage chunk
-        self.drain_deadline: float | None = None  # when the relay stops waiting for it
+        self.drain_deadline = 0.0  # when the relay stops waiting for it (time.monotonic)
         # Every check says where its findings can begin: text is released as soon as none can begin in it
         # (``_advance``); otherwise a window of ``window`` characters is held behind the newest text.
         self.incremental = all(hasattr(r.check, "starts") and hasattr(r.check, "may_grow") for r in rules)
@@ -260,9 +261,15 @@ class StreamGuard:
         out.append(b"data: " + orjson.dumps(closing) + b"\n\n")
         if self.wants_usage:
             self.draining = True  # the usage chunk the client asked for is still to come: [DONE] after it
+            self.drain_deadline = time.monotonic() + DRAIN_S
         else:
             out.append(b"data: [DONE]\n\n")
         return out
+
+    @property
+    def waiting_for_usage(self) -> bool:
+        """Blocked, and still reading the upstream for the usage chunk (at most DRAIN_S after the block)."""
+        return self.draining and time.monotonic() < self.drain_deadline
 
     def _drain(self, event: bytes, data: bytes | None) -> list[bytes]:
         """After a block, while the upstream finishes: nothing of its text; its usage chunk, then [DONE]."""

@@ -41,18 +41,20 @@ def schema_document() -> dict[str, Any]:
 @cache
 def validator(operation: str) -> Validator:
     """The compiled check of one operation's body ("chat", "completions", "embeddings")."""
-    schema = _schema()
-    root = {"$schema": schema["$schema"], "definitions": schema["definitions"], **schema["roots"][operation]}
-    compiled: Validator = fastjsonschema.compile(root)
-    return compiled
+    return _compiled(_schema()["roots"][operation])
 
 
 @cache
 def message_validator(role: str) -> Validator:
     """The compiled check of a chat message of ``role`` (a role the request's schema admits)."""
+    return _compiled(_schema()["messages"][role])
+
+
+def _compiled(reference: dict[str, str]) -> Validator:
     schema = _schema()
-    root = {"$schema": schema["$schema"], "definitions": schema["definitions"], **schema["messages"][role]}
-    compiled: Validator = fastjsonschema.compile(root)
+    compiled: Validator = fastjsonschema.compile(
+        {"$schema": schema["$schema"], "definitions": schema["definitions"], **reference}
+    )
     return compiled
 
 
