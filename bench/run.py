@@ -74,11 +74,12 @@ UPSTREAM_PLACEHOLDER = "BENCH_UPSTREAM_URL"
 
 # Targets for medic-gateway (from the performance issue).
 TARGET_ADDED_P50_MS = 0.3
+TARGET_OVER_RELAY_MS = 0.1  # added serial p50 over the bare relay's, same run
 TARGET_X_LITELLM = 30.0
 TARGET_X_PORTKEY = 3.0
 TARGET_RSS_MB = 150.0
 
-ALL_SETUPS = ["direct", "medic-gateway", "litellm", "portkey"]
+ALL_SETUPS = ["direct", "bare-relay", "medic-gateway", "litellm", "portkey"]
 
 # CPU layouts (index into the usable CPUs): which CPU the server tree, the fake upstream and wrk run on.
 # "split": the client on a CPU of its own, the system under test (gateway + its upstream) on the other, the same
@@ -605,11 +606,12 @@ class Setup:
     version: Callable[[], str] = lambda: ""
     ready_timeout: float = 60.0
     notes: str = ""
+    streams: bool = True  # whether the serial streaming run applies
 
 
 def gateway_cmd(args: argparse.Namespace) -> list[str] | None:
-    if args.gateway_cmd:
-        return str(args.gateway_cmd).split()
+    if args.gateway_cmd:  # paths relative to the repository, which the gateway does not run in
+        return [str(ROOT / part) if (ROOT / part).exists() else part for part in str(args.gateway_cmd).split()]
     exe = PROJECT_VENV / "bin" / "medic-gateway"
     if exe.exists():
         return [str(exe)]
@@ -617,10 +619,29 @@ def gateway_cmd(args: argparse.Namespace) -> list[str] | None:
     return [found] if found else None
 
 
+def relay_setup() -> Setup:
+    def start_relay(port: int, upstream: str, cpus: str | None) -> Server:
+        python = PROJECT_VENV / "bin" / "python"
+        cmd = [str(python), str(ROOT / "bench" / "bare_relay.py"), "serve", "--upstream", upstream]
+        return spawn("bare-relay", [*cmd, "--host", "127.0.0.1", "--port", str(port)], cpus)
+
+    return Setup(
+        "bare-relay",
+        "bare relay (floor)",
+        health_path="/healthz",
+        start=start_relay,
+        version=lambda: "bench/bare_relay.py: raw ASGI on uvicorn (httptools, uvloop) + aiohttp, no features",
+        streams=False,
+        notes="the floor of any Python gateway: reads the body, POSTs it upstream, returns the bytes",
+    )
+
+
 def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
     s: dict[str, Setup] = {}
 
     s["direct"] = Setup("direct", "direct (no gateway)", version=lambda: "fake upstream (bench/fake_upstream.py)")
+
+    s["bare-relay"] = relay_setup()
 
     def start_gateway(port: int, upstream: str, cpus: str | None) -> Server:
         cmd = gateway_cmd(args)
@@ -632,10 +653,16 @@ def make_setups(args: argparse.Namespace) -> dict[str, Setup]:
             cfg = WORK / "gateway-config.yaml"
             cfg.write_text(Path(args.gateway_config).read_text().replace(UPSTREAM_PLACEHOLDER, upstream))
             source = ["--config", str(cfg)]
+        # A directory of its own, emptied first: the embedded results store (medic-results.sqlite3) starts empty
+        # in every run instead of growing with the runs before it.
+        home = WORK / "gateway-home"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
         return spawn(
             "medic-gateway",
             [*cmd, "serve", *source, "--host", "127.0.0.1", "--port", str(port), *extra],
             cpus,
+            cwd=home,
         )
 
     def gateway_version() -> str:
@@ -841,7 +868,7 @@ def run_phases(
         # even if the machine's state drifts during the run.
         row.baseline = serial(direct_url, {})
     row.serial = serial(url, headers)
-    if not args.no_stream:
+    if not args.no_stream and row.setup.streams:
         log(f"{name}: serial streaming {args.serial_duration:.0f}s")
         row.stream = serial(url, headers, stream=True)
         if args.first_content:
@@ -887,6 +914,18 @@ def compute_targets(by: dict[str, Row]) -> list[tuple[str, str, str, str]]:
             _verdict(None if added is None else added <= TARGET_ADDED_P50_MS),
         )
     )
+    relay = by.get("bare-relay")
+    if relay is not None and relay.serial and gw.serial:
+        r50 = direct_p50(relay, direct)
+        over = (gw.serial.p50_ms - d50) - (relay.serial.p50_ms - r50) if d50 is not None and r50 is not None else None
+        out.append(
+            (
+                "p50 vs relay",
+                f"added serial p50 over the bare relay's <= {TARGET_OVER_RELAY_MS} ms",
+                "—" if over is None else f"{over:+.3f} ms",
+                _verdict(None if over is None else over <= TARGET_OVER_RELAY_MS),
+            )
+        )
     g_rps = gw.load.rps if gw.load and not gw.error else None
     for other, mult, label in (
         ("litellm", TARGET_X_LITELLM, "LiteLLM proxy"),

@@ -79,6 +79,21 @@ class Bound:
     check: Check | None
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The rules of one stage for one model, upstream and tenant, sorted once by when they run."""
+
+    acting: list[Bound]  # enforced block and redact rules: they can change what is sent, so run before it is
+    watching: list[Bound]  # flag, allow and shadow rules with a check: run off the answer's way (while, after)
+    by_id: dict[str, Bound]
+
+    @classmethod
+    def of(cls, bound: list[Bound]) -> Plan:
+        acting = [b for b in bound if b.check is not None and _acts(b)]
+        watching = [b for b in bound if b.check is not None and not _acts(b)]
+        return cls(acting, watching, {b.rule.id: b for b in bound})
+
+
 class PolicyEngine:
     def __init__(self, packs: list[Pack], checks: dict[str, Check], audit: AuditLog, metrics: PolicyMetrics,
                  window_chars: int = DEFAULT_WINDOW_CHARS, blocked_answer: str = "filtered") -> None:  # fmt: skip
@@ -88,7 +103,7 @@ class PolicyEngine:
         self.metrics = metrics
         self.window = window_chars
         self.blocked_answer = blocked_answer
-        self._cache: dict[tuple[str, str | None, str, str], list[Bound]] = {}
+        self._cache: dict[tuple[str, str | None, str, str], Plan] = {}
         self.states: dict[str, dict[str, str]] = {}  # model -> {results rule id: action} while it holds
 
     # ------------------------------------------------------------------------------------ model states
@@ -118,14 +133,14 @@ class PolicyEngine:
             active = rule.action in self.model_actions(model)
             self.metrics.model_state.labels(model, rule.action).set(1 if active else 0)
 
-    def rules(self, ex: Exchange, stage: str, upstream: str | None) -> list[Bound]:
+    def rules(self, ex: Exchange, stage: str, upstream: str | None) -> Plan:
         """The rules of this stage that apply to the exchange's model, upstream and tenant (cached)."""
         key = (ex.model, upstream, ex.tenant, stage)
         found = self._cache.get(key)
         if found is None:
             selected = [p for p in self.packs if p.applies_to.selects(ex.model, upstream, ex.tenant)]
-            found = [Bound(p.name, r, self.checks.get(r.check) if r.check else None)
-                     for p in selected for r in p.rules if stage in r.stages]  # fmt: skip
+            found = Plan.of([Bound(p.name, r, self.checks.get(r.check) if r.check else None)
+                             for p in selected for r in p.rules if stage in r.stages])  # fmt: skip
             if len(self._cache) < 10_000:
                 self._cache[key] = found
         return found
@@ -134,7 +149,7 @@ class PolicyEngine:
 
     def on_request(self, ex: Exchange) -> None:
         """Enforced request-stage blocks on the caller's own words: raises PolicyBlocked."""
-        bound = [b for b in self.rules(ex, "request", None) if _acts(b)]
+        bound = self.rules(ex, "request", None).acting
         if not bound:
             return
         context = self.context(ex)
@@ -149,7 +164,7 @@ class PolicyEngine:
     def unreadable(self, ex: Exchange, stage: str, reason: str) -> None:
         """An answer no check could read: recorded against every enforced block or redact rule of the stage;
         raises UpstreamUnreadable unless every one of them declares ``fail_open``."""
-        bound = [b for b in self.rules(ex, stage, ex.upstream) if _acts(b)]
+        bound = self.rules(ex, stage, ex.upstream).acting
         if self.fail_open(bound, ex, stage, reason):
             return
         raise UpstreamUnreadable(
@@ -171,7 +186,7 @@ class PolicyEngine:
         """Enforced response-stage block and redact rules on every readable field (protocol/readable.py) of every
         choice of a complete answer (``parsed``: its body, parsed once by the relay): the body to send (redacted
         when a rule redacts) and the policy header value; raises PolicyBlocked for an enforced block."""
-        bound = [b for b in self.rules(ex, stage, ex.upstream) if _acts(b)]
+        bound = self.rules(ex, stage, ex.upstream).acting
         if not bound:
             return body, None
         choices = parsed.get("choices")
@@ -213,11 +228,11 @@ class PolicyEngine:
 
     def stream_guard(self, ex: Exchange, wants_usage: bool = False) -> StreamGuard | None:
         """A guard when an enforced block or redact rule applies to this stream; None otherwise."""
-        enforced = [GuardRule(b.rule.id, b.check, b.rule.action) for b in self.rules(ex, "stream", ex.upstream)
-                    if b.check is not None and _acts(b)]  # fmt: skip
-        if not enforced:
+        plan = self.rules(ex, "stream", ex.upstream)
+        if not plan.acting:
             return None
-        bound = {b.rule.id: b for b in self.rules(ex, "stream", ex.upstream)}
+        enforced = [GuardRule(b.rule.id, b.check, b.rule.action) for b in plan.acting if b.check is not None]
+        bound = plan.by_id
 
         def decide(rule: str, finding: Finding) -> None:
             self._decide(ex, bound[rule], "stream", finding)
@@ -234,9 +249,9 @@ class PolicyEngine:
         if ex.policy_asked:
             return  # the answer came first: ``after_answer`` has read what it needed
         self._asked(ex)
-        for b in self.rules(ex, "stream" if ex.stream else "response", ex.upstream):
+        for b in self.rules(ex, "stream" if ex.stream else "response", ex.upstream).watching:
             prepare = getattr(b.check, "prepare", None)
-            if prepare is not None and not _acts(b):
+            if prepare is not None:
                 prepare(self.context(ex))
 
     def after_answer(self, ex: Exchange, streamed: bool, texts: list[str]) -> None:
@@ -245,7 +260,7 @@ class PolicyEngine:
         text. One decision per rule and text (a flag is a mark on the exchange, not a span)."""
         self._asked(ex)
         stage = "stream" if streamed else "response"
-        answered = [b for b in self.rules(ex, stage, ex.upstream) if b.check is not None and not _acts(b)]
+        answered = self.rules(ex, stage, ex.upstream).watching
         if not (answered and texts):
             return
         context = self.context(ex)
@@ -261,12 +276,11 @@ class PolicyEngine:
         if ex.policy_asked:
             return
         ex.policy_asked = True
-        for b in self.rules(ex, "request", None):
-            if not _acts(b):
-                assert b.check is not None
-                context = self.context(ex)
-                for finding in b.check(context.request_text, context)[:1]:
-                    self._decide(ex, b, "request", finding)
+        for b in self.rules(ex, "request", None).watching:
+            assert b.check is not None
+            context = self.context(ex)
+            for finding in b.check(context.request_text, context)[:1]:
+                self._decide(ex, b, "request", finding)
 
     def context(self, ex: Exchange) -> Context:
         """The exchange's Context, built once: what checks derive from the request is shared by its stages."""

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from text.scan import Needles, Prefilter, fold, windows
+from text.scan import TEXT_PREFILTERS, Needles, Prefilter, fold, windows
 
 # --- building blocks ------------------------------------------------------------------------------------
 
@@ -452,7 +452,7 @@ _MARGIN = 40
 _LONGEST = [max(map(len, pattern.words), default=0) for pattern in _PATTERNS]
 _KEYS = [str(index) for index in range(len(_PATTERNS))]
 # Most answers hold no identifier: one Hyperscan pass says which patterns can match at all.
-_PREFILTER = Prefilter({_KEYS[index]: pattern.regex for index, pattern in enumerate(_PATTERNS)})
+_PREFILTER = Prefilter({_KEYS[index]: pattern.regex for index, pattern in enumerate(_PATTERNS)}, TEXT_PREFILTERS)
 _WORDS = Needles({_KEYS[index]: pattern.words for index, pattern in enumerate(_PATTERNS) if pattern.words})
 
 # The order in which overlapping detections of the same extent are typed: the more specific label first.

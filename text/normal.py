@@ -30,7 +30,7 @@ from typing import NamedTuple
 import orjson
 from text_to_num import text2num
 
-from text.scan import Prefilter
+from text.scan import TEXT_PREFILTERS, Prefilter
 
 _UNITS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -56,7 +56,7 @@ _MAY_CHANGE = Prefilter({
     "spaced": re.compile(r"\d \d"),
     "large": re.compile(rf"\b(?:{_LARGE})\b", re.IGNORECASE),
     "run": re.compile(rf"\b(?:{_SMALL})[ -]+(?:{_SMALL}|{_LARGE})\b", re.IGNORECASE),
-})  # fmt: skip
+}, TEXT_PREFILTERS)  # fmt: skip
 
 
 class Normal(NamedTuple):

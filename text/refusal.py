@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from text.scan import Prefilter
+from text.scan import TEXT_PREFILTERS, Prefilter
 
 DEFERRAL_MAX_WORDS = 80  # in a longer output, "consult your doctor" is advice, not a refusal
 LOW_CONTENT_WORDS = 15  # a deferral is a refusal when fewer words than this surround it
@@ -92,7 +92,8 @@ LIST_ITEM = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+\S", re.MULTILINE)
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 # Most outputs answer: one Hyperscan pass over an ASCII text says whether any refusal rule can match at all.
 PREFILTER = Prefilter({"first_person": FIRST_PERSON, "opening_apology": OPENING_APOLOGY,
-                       **{rule: pattern for rule, (_, pattern) in GATED.items()}, **DEFERRAL})  # fmt: skip
+                       **{rule: pattern for rule, (_, pattern) in GATED.items()}, **DEFERRAL},
+                      TEXT_PREFILTERS)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,8 @@ class Needles:
     str.find on the folded text, at the same word beginnings, without the copy.
     """
 
-    def __init__(self, needles: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, needles: dict[str, tuple[str, ...]], group: PrefilterGroup | None = None) -> None:
+        self.needles = needles
         owners: dict[str, set[str]] = {}
         for key, words in needles.items():
             for word in words:
@@ -96,6 +97,9 @@ class Needles:
         )
         self.plain = [(entry[1:], forms[0][1]) for entry, forms in spaced_entries.items()] if few else []
         self.literals = _Literals(list(spaced_entries)) if spaced_entries and not few else None
+        # With a group: whether any needle can occur at all, from the group's one pass over the text (``find``
+        # returns at once when none can).
+        self.gate = Prefilter({"any": _gate(list(owners))}, group) if group is not None else None
 
     @property
     def reads_copy(self) -> bool:
@@ -104,6 +108,8 @@ class Needles:
 
     def find(self, text: str, folded: str, copy: bytes | None = None) -> dict[str, list[int]]:
         """key -> where its needles occur, in text order. ``copy``: ``spaced(folded)``, when the caller has it."""
+        if self.gate is not None and self.gate.possible(text) == set():
+            return {}
         hits = self._spaced_hits(text, folded, copy) + self._plain_hits(folded) + self._other_hits(text, folded)
         found: dict[str, list[int]] = {}
         hits.sort(key=lambda hit: hit[0])
@@ -141,6 +147,16 @@ def _found(searched: str, word: str, within: frozenset[str]) -> Iterator[int]:
         if start == 0 or searched[start - 1] not in within:
             yield start
         start = searched.find(word, start + 1)
+
+
+def _gate(needles: list[str]) -> re.Pattern[str]:
+    """A pattern that matches wherever one of ``needles`` can be found (and in some other places): without case,
+    any character but a letter or digit standing for one in the needle (the spaced copy's rule)."""
+
+    def loose(needle: str) -> str:
+        return "".join(re.escape(c) if c.isalnum() else "[^A-Za-z0-9]" for c in needle)
+
+    return re.compile("|".join(loose(needle) for needle in sorted(needles)), re.IGNORECASE)
 
 
 class _Literals:
@@ -230,12 +246,14 @@ class PrefilterGroup:
         self.folded = folded
         self._database: hyperscan.Database | None = None
         self._lock = threading.Lock()
+        self._last: tuple[str | None, list[set[str]] | None] = (None, None)
 
     def add(self, member: Prefilter) -> int:
         """Adds ``member`` (compiled with the group's next ``compile``); returns its index."""
         with self._lock:
             self.members.append(member)
             self._database = None
+            self._last = (None, None)
             return len(self.members) - 1
 
     def compile(self) -> hyperscan.Database:
@@ -254,7 +272,12 @@ class PrefilterGroup:
             return self._database
 
     def scan(self, text: str) -> list[set[str]] | None:
-        """Per member, the keys of its patterns that may match in ``text``; None when it is not ASCII."""
+        """Per member, the keys of its patterns that may match in ``text``; None when it is not ASCII. The last
+        text's answer is remembered: the checks that read one text ask one after the other (read, never change
+        what it returns)."""
+        last = self._last  # one read of the pair: another thread may replace it, never half of it
+        if last[0] is text:
+            return last[1]
         if not text.isascii():
             return None
         database = self._database if self._database is not None else self.compile()
@@ -267,8 +290,13 @@ class PrefilterGroup:
             return False  # go on: the other patterns
 
         database.scan(text.encode(), match_event_handler=hit, scratch=_scratch(self._local, database))
+        self._last = (text, found)
         return found
 
+
+# The prefilters of what reads an answer's text (normalisation, the identifiers, refusals, the needles of the
+# dose and instruction checks): one Hyperscan pass over a text serves them all.
+TEXT_PREFILTERS = PrefilterGroup()
 
 _CASE_SENSITIVE = re.compile(r"(?<!\\)\(\?-i:")
 _OUTSIDE_ASCII = re.compile(r"(?<!\\)\\u([0-9a-fA-F]{4})|[^\x00-\x7f]")

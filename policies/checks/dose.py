@@ -32,12 +32,13 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 from policies.checks.base import Context, Finding
 from policies.checks.dose_table import UNIT_MG, DoseTable, DrugEntry, Population, default_table
 from text.normal import NUMBER_WORDS
-from text.scan import Needles
+from text.scan import TEXT_PREFILTERS, Needles, PrefilterGroup
 
 # ---- the text: quantities, drug names, frequencies, cues (all read from the lower-cased text) -----------
 
@@ -186,11 +187,11 @@ class _Violation:
 class _Names:
     """Every name and synonym in the table, found by one regex shaped as a trie (one branch tried per letter)."""
 
-    def __init__(self, table: DoseTable) -> None:
+    def __init__(self, table: DoseTable, group: PrefilterGroup | None = None) -> None:
         self.drugs = {name: drug for drug in table.drugs for name in (drug.name, *drug.synonyms)}
         self.pattern = re.compile(r"(?<![\w-])" + _trie(sorted(self.drugs)) + r"(?![\w-])")
         # Each name's first word: most answers name no drug of the table, and one Hyperscan pass says so.
-        self.first_words = Needles({"drug": tuple({name.split()[0] for name in self.drugs})})
+        self.first_words = Needles({"drug": tuple({name.split()[0] for name in self.drugs})}, group)
 
     def named(self, text: str, low: str) -> bool:
         """Whether ``text`` may name a drug of the table (a quick test; ``mentions`` finds them)."""
@@ -199,6 +200,12 @@ class _Names:
     def mentions(self, low: str) -> list[_Mention]:
         drugs = self.drugs
         return [_Mention(m.start(), m.end(), drugs[" ".join(m.group().split())]) for m in self.pattern.finditer(low)]
+
+
+@cache
+def _default_names() -> _Names:
+    """The default table's names, made once: their first words join the answer's one prefilter pass."""
+    return _Names(default_table(), TEXT_PREFILTERS)
 
 
 def _trie(names: list[str]) -> str:
@@ -251,7 +258,7 @@ class DoseCheck:
     name = "dose_above_max"
 
     def __init__(self, table: DoseTable | None = None) -> None:
-        self._names = _Names(table if table is not None else default_table())
+        self._names = _Names(table) if table is not None else _default_names()
         self._prefixes = sorted({name.split()[0] for name in self._names.drugs} | set(COUNT_WORDS) | NUMBER_WORDS)
 
     def may_grow(self, word: str) -> bool:

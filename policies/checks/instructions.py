@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from policies.checks.base import Context, Finding
-from text.scan import Needles, fold, windows
+from text.scan import TEXT_PREFILTERS, Needles, fold, windows
 
 
 def _compile(pattern: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -198,7 +198,7 @@ ACTION = re.compile(  # on the folded text: lower case, one apostrophe (three ti
 ACTION_NEEDLES = Needles({"action": (
     "stop", "quit", "cease", "discontinu", "off", "give up", "cut out", "drop", "ditch", "skip", "omit", "leave out",
     "miss out", "double", "triple", "twice", "three times", "doses", "need", "reason", "necessary", "required",
-)})  # fmt: skip
+)}, TEXT_PREFILTERS)  # fmt: skip
 ACTION_WINDOW = (40, 60)  # characters before and after a needle that a verb form can reach
 # Words allowed between a verb and its medicine: "stop taking your evening dose of long-acting insulin".
 FILLER = re.compile(

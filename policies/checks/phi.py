@@ -20,14 +20,14 @@ from typing import NamedTuple
 from policies.checks.base import Context, Finding
 from text.identifiers import Span, matches, resolve
 from text.normal import NUMBER_WORDS
-from text.scan import Prefilter
+from text.scan import TEXT_PREFILTERS, Prefilter
 
 NPI = re.compile(r"(?<!\d)\d{10}(?!\d)")
 DEA = re.compile(r"\b[ABCDEFGHJKLMPRSTUX][A-Z9]\d{7}\b")
 _FOLD = re.compile(r"[\W_]+")
 
 
-NUMBERS = Prefilter({"NPI": NPI, "DEA": DEA})  # most answers hold neither: one Hyperscan pass says so
+NUMBERS = Prefilter({"NPI": NPI, "DEA": DEA}, TEXT_PREFILTERS)  # most answers hold neither: one Hyperscan pass says so
 
 
 def _luhn_npi(number: str) -> bool:

@@ -9,10 +9,13 @@ from policies.checks.instructions import DangerousInstructionCheck
 from policies.checks.phi import PhiLeak
 from policies.checks.red_flags import RedFlagCheck
 from policies.checks.refusal import Refusal
+from text.scan import TEXT_PREFILTERS
 
 
 def all_checks() -> dict[str, Check]:
-    REQUEST_PREFILTERS.compile()  # every check that shares the request's pass has joined: not on the first request
     checks: list[Check] = [DoseCheck(), DangerousInstructionCheck(), RedFlagCheck(), PromptInjectionCheck(),
                            PhiLeak(), Refusal()]  # fmt: skip
+    # Every check that shares the request's pass or the answer's has joined: compiled now, not on the first request.
+    REQUEST_PREFILTERS.compile()
+    TEXT_PREFILTERS.compile()
     return {check.name: check for check in checks}

@@ -21,7 +21,7 @@ from tests.policies.test_red_flags import (
 from tests.text.test_identifiers import AFTER, PIECES, medec_texts
 from text.identifiers import _PATTERNS
 from text.refusal import PREFILTER as REFUSAL_PREFILTER
-from text.scan import Prefilter, fold
+from text.scan import Needles, Prefilter, fold
 
 
 def corpus() -> list[str]:
@@ -69,3 +69,63 @@ def test_a_text_without_candidates_rules_every_pattern_out_and_non_ascii_rules_n
     matching = {key for key, pattern in IDENTIFIERS.items() if pattern.search(phone)}
     assert matching and matching <= (prefilter.possible(phone) or set())
     assert prefilter.possible("Café au lait spots") is None
+
+
+def _needle_texts(words: list[str]) -> list[str]:
+    """The corpus, and texts holding ``words`` as written, capitalised, shouted and with their inner punctuation
+    changed ("give up", "give-up", "GIVE/UP")."""
+    rng = random.Random(7)
+    texts = corpus()
+    for word in words:
+        for form in (word, word.capitalize(), word.upper(), re.sub(r"[^a-z0-9]", rng.choice(" -/"), word)):
+            texts.append(f"{rng.choice(['Then', 'so', '-', '(', '2.'])} {form}{rng.choice(['', ' it', 'ed', '.'])}")
+    return texts
+
+
+def test_a_needle_gate_never_hides_a_needle_that_occurs() -> None:
+    """Needles joined to the answer's one pass (the dose check's drug names, the instruction check's verbs) are
+    looked for only when the gate says one can occur: on every text, gated and ungated ``find`` agree."""
+    from policies.checks.dose import _default_names
+    from policies.checks.instructions import ACTION_NEEDLES
+
+    found = 0
+    for gated in (_default_names().first_words, ACTION_NEEDLES):
+        assert gated.gate is not None
+        plain = Needles(gated.needles)
+        for text in _needle_texts([word for words in gated.needles.values() for word in words]):
+            folded = fold(text)
+            expected = plain.find(text, folded)
+            assert gated.find(text, folded) == expected, text[:100]
+            found += bool(expected)
+    assert found >= 500  # the texts exercise the needles
+
+
+class _Counting:
+    """A Hyperscan database that counts its scans."""
+
+    def __init__(self, database: object) -> None:
+        self.database = database
+        self.scans = 0
+
+    def scan(self, *args: object, **kwargs: object) -> object:
+        self.scans += 1
+        return self.database.scan(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_one_pass_over_an_answer_serves_every_check_that_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from policies.checks.base import Context
+    from policies.checks.registry import all_checks
+    from text.scan import TEXT_PREFILTERS
+
+    checks = all_checks()
+    answer = "Take 500 mg of amoxicillin three times a day; stop if a rash appears, and call Dr. Smith at 555-0100."
+    TEXT_PREFILTERS.scan("warm the scratch space up")
+    counting = _Counting(TEXT_PREFILTERS.compile())
+    monkeypatch.setattr(TEXT_PREFILTERS, "_database", counting)
+    context = Context("What dose of amoxicillin?", "")
+    for name in ("dose_above_max", "phi_leak", "dangerous_instruction", "refusal"):
+        checks[name](answer, context)
+    assert counting.scans == 1
+    other = "I cannot help with that request."
+    assert checks["refusal"](other, context)  # another text is scanned anew, and read right
+    assert counting.scans == 2
