@@ -50,7 +50,7 @@ def count(command: list[str], upstream: str, port: int, requests: int, directory
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command, "serve",
          "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=directory,  # its results store starts empty
     )  # fmt: skip
     try:
         send(port, requests)

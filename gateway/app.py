@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-import secrets
 import traceback
 from typing import Any
 
@@ -236,4 +236,26 @@ def _request_id(request: Request) -> str:
     given = request.header(b"x-request-id")
     if given and REQUEST_ID.match(given):
         return given
-    return secrets.token_hex(16)
+    return new_request_id()
+
+
+class _RandomIds:
+    """128-bit random request ids from the operating system's CSPRNG (what ``secrets`` reads), drawn 4 KiB at a
+    time: one system call per 256 requests instead of one per request."""
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self.__init__)  # a forked process never repeats its parent's ids
+
+    def __call__(self) -> str:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        return self._pool[at : at + 16].hex()
+
+
+new_request_id = _RandomIds()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import openai
 import pytest
 
 from config import GatewayConfig, KeyConfig, ModelConfig, Route, UpstreamConfig, single_upstream
+from gateway.app import new_request_id
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import FakeUpstream, Json, chat_completion, embeddings, error, models_list, text_completion
@@ -475,3 +477,17 @@ def test_a_compressed_upstream_body_reaches_the_client_decoded(fake: FakeUpstrea
     assert response.body == UPSTREAM_BODY
     assert response.header("content-encoding") is None
     assert response.header("content-length") == str(len(UPSTREAM_BODY))
+
+
+def test_generated_request_ids_are_distinct_and_a_forked_process_never_repeats_its_parents() -> None:
+    ids = [new_request_id() for _ in range(20_000)]  # more than one draw from the operating system
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child writes its next id and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(write)
+    assert os.read(read, 64).decode() != new_request_id()
+    os.close(read)
