@@ -246,9 +246,12 @@ class _RandomIds:
     __slots__ = ("_at", "_pool")
 
     def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked process never repeats its parent's ids
+
+    def _reset(self) -> None:
         self._pool = b""
         self._at = 0
-        os.register_at_fork(after_in_child=self.__init__)  # a forked process never repeats its parent's ids
 
     def __call__(self) -> str:
         at = self._at
