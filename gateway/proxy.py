@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from time import perf_counter
 from typing import Any
@@ -97,10 +97,12 @@ class Proxy:
         return targets[1:] if "fallback" in held and len(targets) > 1 else targets
 
     async def _answer(self, call: Call, targets: list[Target], request: Request, send: Send, ex: Exchange) -> None:
-        watch = ClientWatch(request.receive)
-        if self.policies is not None and ex.operation != "embeddings":
-            # Once the request has gone upstream, at the loop's next turn: while the upstream works on the answer.
-            call.on_sent = partial(asyncio.get_running_loop().call_soon, self._while_waiting, ex)
+        # The rules that change nothing and read only the request run while the upstream works on the answer, once
+        # it has taken WATCH_AFTER_S: an answer that comes sooner does not wait behind them (after_answer runs them).
+        waiting = (
+            partial(self._while_waiting, ex) if self.policies is not None and ex.operation != "embeddings" else None
+        )
+        watch = ClientWatch(request.receive, waiting)
         try:
             outcome = await self._forward(call, targets, ex)
             reply = outcome.reply
@@ -182,24 +184,28 @@ class Proxy:
 
 
 class ClientWatch:
-    """Cancels the request's task when its client disconnects, so that the upstream request is cancelled.
+    """Cancels the request's task when its client disconnects, so that the upstream request is cancelled; and
+    runs ``waiting`` (work that may wait for the upstream) at the same moment.
 
     The watcher starts only once a request has waited WATCH_AFTER_S: by then it runs while the gateway
     would otherwise idle on the upstream, and the many fast requests never pay for it. A client that left
     earlier is seen as soon as it starts, since the server remembers the disconnect.
     """
 
-    __slots__ = ("_armed", "_receive", "_task", "_timer", "_watcher", "left")
+    __slots__ = ("_armed", "_receive", "_task", "_timer", "_waiting", "_watcher", "left")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, waiting: Callable[[], None] | None = None) -> None:
         self._task = asyncio.current_task()
         self._receive = receive
+        self._waiting = waiting
         self._armed = True
         self._watcher: asyncio.Future[None] | None = None
         self.left = False
         self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
 
     def _start(self) -> None:
+        if self._waiting is not None:
+            self._waiting()
         self._watcher = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:

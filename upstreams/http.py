@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -59,7 +58,6 @@ class Call:
     client_headers: Iterable[tuple[bytes, bytes]]
     client_auth: str | None
     trace_headers: dict[str, str] = field(default_factory=dict)
-    on_sent: Callable[[], object] | None = None  # called each time the request has gone to an upstream
 
     @property
     def wants_usage(self) -> bool:
@@ -159,9 +157,8 @@ class HttpUpstream:
         assert self._session is not None, "upstream used before start()"
         inject = call.stream and self.config.stream_usage and call.path != "/embeddings" and not call.wants_usage
         body = call.body_for(model, inject)
-        data = body if call.on_sent is None else SentBody(body, call.on_sent)
         response = await self._session.post(
-            self.url(call.path, model), data=data, headers=self.headers(call), allow_redirects=False
+            self.url(call.path, model), data=body, headers=self.headers(call), allow_redirects=False
         )
         try:
             headers = _response_headers(response.raw_headers)
@@ -183,18 +180,6 @@ class HttpUpstream:
             headers["Authorization"] = client_auth
         async with self._session.get(self._base + path, headers=headers) as response:
             return Reply(response.status, _response_headers(response.raw_headers), await response.read())
-
-
-class SentBody(aiohttp.BytesPayload):
-    """A request body that calls ``on_sent`` once aiohttp has handed the last of it to the connection."""
-
-    def __init__(self, value: bytes, on_sent: Callable[[], object]) -> None:
-        super().__init__(value)
-        self._on_sent = on_sent
-
-    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
-        await super().write_with_length(writer, content_length)
-        self._on_sent()
 
 
 def _event_stream(content_type: str) -> bool:

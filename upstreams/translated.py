@@ -50,8 +50,6 @@ class TranslatedUpstream:
         function = CALLS.get(call.path)
         if function is None:
             return _error(404, f"{call.path} is not available for provider {self.config.provider}", "not_found")
-        if call.on_sent is not None:
-            call.on_sent()  # litellm sends the request on its own: as near as this upstream gets to it
         try:
             result = await getattr(self._litellm, function)(**self._arguments(call, model))
         except Exception as exc:

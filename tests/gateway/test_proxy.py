@@ -6,6 +6,7 @@ route renames the model.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 
 from config import GatewayConfig, KeyConfig, ModelConfig, Route, UpstreamConfig, single_upstream
 from gateway.app import new_request_id
+from gateway.proxy import WATCH_AFTER_S, ClientWatch
 from tests.fakes import http
 from tests.fakes.gateway_server import GatewayServer
 from tests.fakes.upstream import FakeUpstream, Json, chat_completion, embeddings, error, models_list, text_completion
@@ -491,3 +493,20 @@ def test_generated_request_ids_are_distinct_and_a_forked_process_never_repeats_i
     os.close(write)
     assert os.read(read, 64).decode() != new_request_id()
     os.close(read)
+
+
+async def test_work_that_may_wait_for_the_upstream_runs_only_once_the_upstream_has_taken_a_while() -> None:
+    """The request's watching rules run while a slow upstream works; an answer that comes sooner never waits
+    behind them (the engine runs them after it)."""
+    ran: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    fast = ClientWatch(receive, lambda: ran.append("fast"))
+    fast.stop()  # answered before WATCH_AFTER_S
+    slow = ClientWatch(receive, lambda: ran.append("slow"))
+    await asyncio.sleep(WATCH_AFTER_S * 3)
+    slow.stop()
+    assert ran == ["slow"]
