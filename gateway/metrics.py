@@ -7,9 +7,9 @@ docs/metrics.md lists every metric with its labels.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from upstreams.metrics import DURATION_BUCKETS, Family, ForwardingMetrics
+from upstreams.metrics import DURATION_BUCKETS, ForwardingMetrics, LoopCounter, LoopGauge, LoopHistogram
 
 # Bucket boundaries advised by the OpenTelemetry GenAI semantic conventions (v1.37.0).
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
@@ -28,56 +28,54 @@ class Metrics:
         self._models: set[str] = set()
         self._max_models = max_model_labels
         r = self.registry
-        self.operation_duration = Family(Histogram(
+        self.operation_duration = LoopHistogram(
             "gen_ai_client_operation_duration_seconds",
             "Duration of calls to upstream model servers, to the last byte.",
-            [*GENAI, "error_type"], buckets=DURATION_BUCKETS, registry=r,
-        ))  # fmt: skip
-        self.token_usage = Family(Histogram(
+            [*GENAI, "error_type"], DURATION_BUCKETS, r,
+        )  # fmt: skip
+        self.token_usage = LoopHistogram(
             "gen_ai_client_token_usage",
             "Tokens used per request, as reported by the upstream.",
-            [*GENAI, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=r,
-        ))  # fmt: skip
-        self.time_to_first_token = Family(Histogram(
+            [*GENAI, "gen_ai_token_type"], TOKEN_BUCKETS, r,
+        )  # fmt: skip
+        self.time_to_first_token = LoopHistogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time from request arrival to the first content chunk sent to the client (streams).",
-            GENAI, buckets=TTFT_BUCKETS, registry=r,
-        ))  # fmt: skip
-        self.request_duration = Family(Histogram(
+            GENAI, TTFT_BUCKETS, r,
+        )  # fmt: skip
+        self.request_duration = LoopHistogram(
             "gen_ai_server_request_duration_seconds",
             "Time from request arrival at the gateway to the last byte sent to the client.",
-            [*GENAI, "error_type"], buckets=DURATION_BUCKETS, registry=r,
-        ))  # fmt: skip
-        self.requests = Family(Counter(
+            [*GENAI, "error_type"], DURATION_BUCKETS, r,
+        )  # fmt: skip
+        self.requests = LoopCounter(
             "medic_gateway_requests",
             "Requests answered, by endpoint, model, upstream, tenant and HTTP status code.",
-            ["endpoint", "model", "upstream", "tenant", "status_code"], registry=r,
-        ))  # fmt: skip
-        self.overhead = Family(Histogram(
+            ["endpoint", "model", "upstream", "tenant", "status_code"], r,
+        )  # fmt: skip
+        self.overhead = LoopHistogram(
             "medic_gateway_overhead_seconds",
             "Time the gateway itself adds to a request: total time less time waiting on the upstream.",
-            ["endpoint"], buckets=OVERHEAD_BUCKETS, registry=r,
-        ))  # fmt: skip
+            ["endpoint"], OVERHEAD_BUCKETS, r,
+        )  # fmt: skip
         self.forwarding = ForwardingMetrics(r)  # upstream latency, retries and fallbacks
-        self.in_flight = Family(
-            Gauge("medic_gateway_requests_in_flight", "Requests being handled now.", ["endpoint"], registry=r)
-        )
-        self.client_disconnects = Family(Counter(
+        self.in_flight = LoopGauge("medic_gateway_requests_in_flight", "Requests being handled now.", ["endpoint"], r)
+        self.client_disconnects = LoopCounter(
             "medic_gateway_client_disconnects",
             "Streams the client abandoned before the end; the upstream request was cancelled.",
-            ["endpoint", "model"], registry=r,
-        ))  # fmt: skip
+            ["endpoint", "model"], r,
+        )  # fmt: skip
 
-        self.sampling_decisions = Family(Counter(
+        self.sampling_decisions = LoopCounter(
             "medic_gateway_sampling_decisions",
             "Sampling decisions: sampled by trigger (rate, header, policy), not_sampled, over_budget, not_applicable.",
-            ["decision"], registry=r,
-        ))  # fmt: skip
-        self.samples_dropped = Family(Counter(
+            ["decision"], r,
+        )  # fmt: skip
+        self.samples_dropped = LoopCounter(
             "medic_gateway_samples_dropped",
             "Sampled exchanges that never reached the queue, by reason.",
-            ["reason"], registry=r,
-        ))  # fmt: skip
+            ["reason"], r,
+        )  # fmt: skip
         self.samples_enqueued = Counter("medic_gateway_samples_enqueued", "Samples handed to the queue.", registry=r)
         self.sample_buffer = Gauge(
             "medic_gateway_sample_buffer", "Samples waiting in the gateway's buffer for the queue.", registry=r
