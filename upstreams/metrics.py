@@ -71,25 +71,19 @@ class LoopCounter(_Loop[_Value]):
             child = self._children[values] = _Value()
         return child
 
-    def _family(self) -> Metric:
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = self._family()
         for values, child in list(self._children.items()):
             family.add_metric(values, child.value)
         yield family
 
 
 class LoopGauge(LoopCounter):
-    def _family(self) -> Metric:
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):
-            family.add_metric(values, child.value)
-        yield family
 
 
 class _Buckets:
@@ -122,11 +116,11 @@ class LoopHistogram(_Loop[_Buckets]):
             child = self._children[values] = _Buckets(self.bounds)
         return child
 
-    def _family(self) -> Metric:
+    def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = self._family()
         for values, child in list(self._children.items()):
             cumulative, total = [], 0
             for le, count in zip(self._les, list(child.counts), strict=True):
