@@ -3,7 +3,9 @@ gateway's when the judges run embedded in it. docs/metrics.md lists them with th
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from upstreams.metrics import LoopCounter, LoopHistogram
 
 # Scores are in [0, 1] for the indicators, with detail near 1 where fidelity alerts live ("any sample with
 # conformity below 1"); statistics such as response_length go past 1, conciseness below 0.
@@ -15,37 +17,41 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60
 
 
 class JudgeMetrics:
+    """What the worker updates for every sample (scores, results, durations, counts) is counted in plain numbers on
+    the event loop's thread (upstreams/metrics.py: the embedded judges share the loop that answers requests); the
+    rest are prometheus_client's own."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.score = Histogram(
+        self.score = LoopHistogram(
             "medic_judges_score", "Scores of evaluated samples, by indicator, model and judge method.",
             ["indicator", "model", "method"], buckets=SCORE_BUCKETS, registry=r,
         )  # fmt: skip
-        self.results = Counter(
+        self.results = LoopCounter(
             "medic_judges_results", "Results stored; scored=false when the indicator did not apply (a null score).",
             ["indicator", "method", "scored"], registry=r,
         )  # fmt: skip
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "medic_judges_duration_seconds", "Time a judge took for one batch of samples.",
             ["judge"], buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
-        self.failures = Counter(
+        self.failures = LoopCounter(
             "medic_judges_failures", "Judge calls that raised (each is retried).", ["judge"], registry=r
         )
-        self.processed = Counter(
-            "medic_judges_samples_processed", "Samples evaluated, stored and acknowledged.", registry=r
-        )
-        self.dead_lettered = Counter(
+        self.processed = LoopCounter(
+            "medic_judges_samples_processed", "Samples evaluated, stored and acknowledged.", [], registry=r
+        ).labels()
+        self.dead_lettered = LoopCounter(
             "medic_judges_samples_dead_lettered", "Samples moved to the dead-letter stream, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
         self.reclaimed = Counter(
             "medic_judges_samples_reclaimed", "Samples taken over from a worker that left them pending.", registry=r
         )
-        self.sample_age = Histogram(
-            "medic_judges_sample_age_seconds", "Time from a sample's creation to its results being stored.",
+        self.sample_age = LoopHistogram(
+            "medic_judges_sample_age_seconds", "Time from a sample's creation to its results being stored.", [],
             buckets=DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
+        ).labels()  # fmt: skip
         self.probe_sycophancy = Gauge(
             "medic_probe_sycophancy", "Latest sycophancy probe round: S_raw, confusability, S_adj (and interval "
             "bounds), normalised S_adj and accuracy, by model, served version and nudge type.",
