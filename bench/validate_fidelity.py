@@ -9,17 +9,34 @@ planted error (diagnosis, management, treatment, pharmacotherapy or causal organ
 - unfaithful candidate: the note with the error ("Text"), rewritten;
 - faithful control: the corrected note, rewritten the same way.
 
-The rewrite stops a judge from scoring string equality. One deterministic plan per note (seeded by ``--seed``
-and the Text ID) applies clinical abbreviations, drops one or two sentences (never the error sentence, never
-below three sentences), swaps adjacent sentences (the first stays first) and merges adjacent sentences. The
-candidate and the control of a note get the same plan, so the planted error is all that tells them apart.
+The rewrite stops a judge from scoring string equality, and tells whether the judge can read a note written in
+other words. Candidate and control of a note are always rewritten alike, so the planted error is all that tells
+them apart. Several generators, reported separately (``--generator``, repeatable; all by default):
+
+- ``project``: one deterministic plan per note (seeded by ``--seed`` and the Text ID) applies clinical
+  abbreviations, drops one or two sentences (never the error sentence, never below three sentences), swaps
+  adjacent sentences (the first stays first) and merges adjacent sentences. Written by the judge's author.
+- ``clinical-rewording`` and ``plain-words``: bench/rewrites/independent.py, rules written separately from the
+  judge's tables (another clinician's wording; the note restated for a lay reader).
+- ``local-model``: every sentence paraphrased by a local language model (bench/paraphrase_medec.py), kept only
+  where every number, negation, side and drug name survived; read from the committed cache
+  bench/data/medec-paraphrases.jsonl, so only the notes the cache covers are used.
+
+Halves: ``corpora.half`` splits MEDEC by Text ID into a tuning half and a held-out half. The judge's thresholds
+were tuned on the tuning half only; the figures in docs/judges.md are on the held-out half (``--half``, default
+held-out).
 
 Detection rule, fixed before any run: a pair is flagged when conformity < THRESHOLD or consistency < THRESHOLD
-(THRESHOLD = 1.0: any contradicted source fact or any unsupported candidate claim); a null score never flags.
-Detection rate = flagged candidates / pairs; false-positive rate = flagged controls / pairs.
+(THRESHOLD = 1.0: any contradicted source fact or any unsupported candidate claim the judge is confident of); a
+null score never flags. Detection rate = flagged candidates / pairs; false-positive rate = flagged controls /
+pairs. The curve: the same rates when a sample is flagged by any finding (confident or not) whose confidence is
+at least t, for t over [0, 1] (an LLM judge's findings have confidence 1).
 
-    .venv/bin/python bench/validate_fidelity.py [--method cef-lite ...] [--config FILE] [--limit N] [--seed 0]
-        [--threshold 1.0] [--show-misses N] [--examples N] [--dump FILE] [--json FILE]
+    .venv/bin/python bench/validate_fidelity.py [--method cef-lite ...] [--config FILE] [--half held-out]
+        [--generator NAME ...] [--limit N] [--seed 0] [--threshold 1.0] [--show-misses N] [--examples N]
+        [--dump FILE] [--json FILE]
+
+A judge model behind an endpoint (cef-llm on vLLM) is named in the judging section of ``--config``.
 """
 
 from __future__ import annotations
@@ -41,11 +58,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import corpora
-from config import ConfigError, GatewayConfig, load_config
-from judges import registry
-from judges.judge import Judge
-from pipeline.sample import Choice, Response, Result, Sample
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench.rewrites and bench.paraphrase_medec import from the repository's root
+    sys.path.insert(0, str(ROOT))
+
+import corpora  # noqa: E402
+from config import ConfigError, GatewayConfig, load_config  # noqa: E402
+from judges import registry  # noqa: E402
+from judges.judge import Judge  # noqa: E402
+from pipeline.sample import Choice, Response, Result, Sample  # noqa: E402
 
 THRESHOLD = 1.0
 CITATION = (
@@ -62,6 +83,8 @@ MIN_SENTENCES = 3
 JOINERS = (", and ", "; ")
 Z95 = 1.959964
 MAX_EVIDENCE_SHOWN = 8
+GENERATORS = ("project", "clinical-rewording", "plain-words", "local-model")
+CURVE = tuple(round(0.1 * i, 1) for i in range(11))
 
 # Long form (a regular expression, matched case-insensitively on word boundaries) -> what clinicians write.
 # Order matters: a longer form comes before any shorter form it contains.
@@ -166,6 +189,16 @@ class Pair:
 
 
 @dataclass(frozen=True, slots=True)
+class Case:
+    """What one generator made of one note: the candidate (with the error) and the control (corrected)."""
+
+    generator: str
+    note: Note
+    candidate: str
+    control: str
+
+
+@dataclass(frozen=True, slots=True)
 class Scored:
     """A judge's three scores for one sample and the evidence behind them."""
 
@@ -177,10 +210,16 @@ class Scored:
         values = (self.scores.get(name) for name in FLAGGING)
         return any(value is not None and value < threshold for value in values)
 
+    @property
+    def level(self) -> float:
+        """The highest confidence of any contradicted or unsupported finding (0 when there is none)."""
+        found = [item for name in FLAGGING for item in self.evidence.get(name, []) if isinstance(item, dict)]
+        return max((float(item.get("confidence", 1.0)) for item in found), default=0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    pair: Pair
+    case: Case
     candidate: Scored
     control: Scored
 
@@ -385,12 +424,12 @@ def _isolated(first: Piece, second: Piece) -> bool:
     return a != b and all(span[0] <= head and end <= span[1] for span, end in spans)
 
 
-def sample(pair: Pair, kind: str, text: str) -> Sample:
+def sample(case: Case, kind: str, text: str) -> Sample:
     """The exchange a judge sees: the source note in the user turn, ``text`` as the answer."""
     return Sample(
-        request_id=f"{pair.note.text_id}/{kind}",
+        request_id=f"{case.note.text_id}/{case.generator}/{kind}",
         model="medec",
-        request={"messages": [{"role": "user", "content": PROMPT + pair.note.source}]},
+        request={"messages": [{"role": "user", "content": PROMPT + case.note.source}]},
         response=Response(choices=[Choice(content=text)]),
     )
 
@@ -415,21 +454,48 @@ async def evaluate(judge: Judge, samples: Sequence[Sample]) -> tuple[list[Scored
     return out, seconds
 
 
-async def judge_pairs(judge: Judge, pairs: Sequence[Pair]) -> tuple[list[Judged], dict[str, float]]:
-    """Every pair judged, one error type at a time, and the seconds each type took."""
+def cases(generator: str, notes: Sequence[Note], pairs: Sequence[Pair], cache: dict[str, Any]) -> list[Case]:
+    """The candidate and control of every note by one generator (local-model: the notes its cache covers)."""
+    if generator == "project":
+        return [Case(generator, p.note, p.candidate, p.control) for p in pairs]
+    if generator == "local-model":
+        return [Case(generator, n, *texts) for n in notes if (texts := _paraphrased(n, cache)) is not None]
+    from bench.rewrites import independent  # noqa: PLC0415 (the generators the judge's author did not write)
+
+    rewrite = {"clinical-rewording": independent.clinical_rewording, "plain-words": independent.plain_words}[generator]
+    return [Case(generator, n, rewrite(_text(n.erroneous), 0), rewrite(n.source, 0)) for n in notes]
+
+
+def _text(units: Sequence[Unit]) -> str:
+    return render([Piece(u.text, u.line, None) for u in units]).text
+
+
+def _paraphrased(note: Note, cache: dict[str, Any]) -> tuple[str, str] | None:
+    """The note's two versions with the model's kept paraphrases, when the cache holds every sentence of both."""
+    from bench import paraphrase_medec  # noqa: PLC0415
+
+    texts = (_text(note.erroneous), note.source)
+    if not all(paraphrase_medec.covered(text, cache) for text in texts):
+        return None
+    return paraphrase_medec.paraphrased(texts[0], cache), paraphrase_medec.paraphrased(texts[1], cache)
+
+
+async def judge_cases(judge: Judge, found: Sequence[Case]) -> tuple[list[Judged], dict[tuple[str, str], float]]:
+    """Every case judged, one generator and error type at a time, and the seconds each group took."""
     judged: list[Judged] = []
-    seconds: dict[str, float] = {}
-    for error_type in error_types(pairs):
-        group = [p for p in pairs if p.note.error_type == error_type]
-        candidates = [sample(p, "candidate", p.candidate) for p in group]
-        samples = candidates + [sample(p, "control", p.control) for p in group]
-        results, seconds[error_type] = await evaluate(judge, samples)
-        judged.extend(Judged(*j) for j in zip(group, results[: len(group)], results[len(group) :], strict=True))
+    seconds: dict[tuple[str, str], float] = {}
+    for generator in dict.fromkeys(c.generator for c in found):
+        for error_type in error_types([c.note for c in found if c.generator == generator]):
+            group = [c for c in found if c.generator == generator and c.note.error_type == error_type]
+            samples = [sample(c, "candidate", c.candidate) for c in group]
+            samples += [sample(c, "control", c.control) for c in group]
+            results, seconds[generator, error_type] = await evaluate(judge, samples)
+            judged += [Judged(*j) for j in zip(group, results[: len(group)], results[len(group) :], strict=True)]
     return judged, seconds
 
 
-def error_types(pairs: Sequence[Pair]) -> list[str]:
-    present = {p.note.error_type for p in pairs}
+def error_types(notes: Sequence[Note]) -> list[str]:
+    present = {n.error_type for n in notes}
     return [t for t in TYPES if t in present] + sorted(present - set(TYPES))
 
 
@@ -461,15 +527,43 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def rows(judged: Sequence[Judged], seconds: dict[str, float], threshold: float) -> list[Row]:
-    """One row per error type, then the total."""
-    by_type = [row(t, [j for j in judged if j.pair.note.error_type == t], s, threshold) for t, s in seconds.items()]
-    return [*by_type, row("total", judged, sum(seconds.values()), threshold)]
+def rows(judged: Sequence[Judged], seconds: dict[tuple[str, str], float], threshold: float) -> list[Row]:
+    """Per generator: one row per error type, then its total ("generator / type")."""
+    out: list[Row] = []
+    for generator in dict.fromkeys(g for g, _ in seconds):
+        mine = [j for j in judged if j.case.generator == generator]
+        for (g, t), s in seconds.items():
+            if g == generator:
+                out.append(row(f"{generator} / {t}", [j for j in mine if j.case.note.error_type == t], s, threshold))
+        spent = sum(s for (g, _), s in seconds.items() if g == generator)
+        out.append(row(f"**{generator} / total**", mine, spent, threshold))
+    return out
+
+
+def curve(judged: Sequence[Judged]) -> dict[str, list[tuple[float, float, float]]]:
+    """Per generator: (t, detection, false positives) when a sample is flagged by a finding of confidence >= t."""
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for generator in dict.fromkeys(j.case.generator for j in judged):
+        mine = [j for j in judged if j.case.generator == generator]
+        out[generator] = [
+            (t, sum(j.candidate.level >= max(t, 1e-9) for j in mine) / len(mine),
+             sum(j.control.level >= max(t, 1e-9) for j in mine) / len(mine))
+            for t in CURVE
+        ]  # fmt: skip
+    return out
+
+
+def curve_table(points: dict[str, list[tuple[float, float, float]]]) -> list[str]:
+    lines = ["", "Detection / false positives (%) when any finding with confidence >= t flags the sample:", ""]
+    lines += ["| generator | " + " | ".join(f"t={t:.1f}" for t in CURVE) + " |", "|---|" + "---:|" * len(CURVE)]
+    for generator, found in points.items():
+        lines.append(f"| {generator} | " + " | ".join(f"{100 * d:.0f} / {100 * f:.0f}" for _, d, f in found) + " |")
+    return lines
 
 
 def table(found: Sequence[Row]) -> list[str]:
     lines = [
-        "| error type | pairs | detection % [95% CI] | false positives % [95% CI] | coverage cand / ctrl "
+        "| generator / error type | pairs | detection % [95% CI] | false positives % [95% CI] | coverage cand / ctrl "
         "| conformity cand / ctrl | consistency cand / ctrl | samples/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -501,6 +595,7 @@ def misses(judged: Sequence[Judged], threshold: float, count: int) -> list[str]:
     flagged = [(j, j.control) for j in judged if j.control.flagged(threshold)]
     lines: list[str] = []
     for title, found in (("Missed detections (candidate not flagged)", missed), ("False positives", flagged)):
+        found.sort(key=lambda pair: pair[0].case.generator)
         lines += ["", f"### {title}: first {min(count, len(found))} of {len(found)}", ""]
         lines += [line for j, s in found[:count] for line in _evidence(j, s)]
     return lines
@@ -508,7 +603,8 @@ def misses(judged: Sequence[Judged], threshold: float, count: int) -> list[str]:
 
 def _evidence(judged: Judged, result: Scored) -> list[str]:
     scores = ", ".join(f"{i.removeprefix('fidelity_')} {_score(result.scores[i])}" for i in INDICATORS)
-    lines = [f"- {judged.pair.note.text_id} ({judged.pair.note.error_type}): {scores}"]
+    note = judged.case.note
+    lines = [f"- {note.text_id} ({judged.case.generator}, {note.error_type}): {scores}"]
     for indicator, items in result.evidence.items():
         shown = json.dumps(items[:MAX_EVIDENCE_SHOWN], ensure_ascii=False, default=str)
         more = f" (+{len(items) - MAX_EVIDENCE_SHOWN} more)" if len(items) > MAX_EVIDENCE_SHOWN else ""
@@ -574,7 +670,7 @@ def examples(pairs: Sequence[Pair], count: int) -> list[str]:
 def report(method: str, judged: Sequence[Judged], found: Sequence[Row], threshold: float, show: int) -> list[str]:
     """The markdown section of one method."""
     nulls = [sum(getattr(j, k).scores[i] is None for j in judged) for k in ("candidate", "control") for i in FLAGGING]
-    lines = ["", f"## {method}", "", *table(found), ""]
+    lines = ["", f"## {method}", "", *table(found), *curve_table(curve(judged)), ""]
     lines.append(
         f"Null scores (never flag): conformity {nulls[0]} / consistency {nulls[1]} on candidates, "
         f"{nulls[2]} / {nulls[3]} on controls. Means are over non-null scores."
@@ -582,15 +678,17 @@ def report(method: str, judged: Sequence[Judged], found: Sequence[Row], threshol
     return lines + (misses(judged, threshold, show) if show else [])
 
 
-def header(args: argparse.Namespace, pairs: Sequence[Pair]) -> list[str]:
+def header(args: argparse.Namespace, found: Sequence[Case]) -> list[str]:
+    counts = ", ".join(f"{g} {sum(c.generator == g for c in found)}" for g in dict.fromkeys(c.generator for c in found))
     return [
         f"# Fidelity judges on planted clinical errors: {CITATION}",
         "",
         f"Command: `{shlex.join(sys.orig_argv)}`",
         "",
-        f"Data: {args.data.name}, {len(pairs)} notes with a planted error; rewrite seed {args.seed}.",
+        f"Data: {args.data.name}, {args.half} half; notes with a planted error per generator: {counts}; "
+        f"rewrite seed {args.seed}.",
         "Source = the corrected note; candidate = the note with the error; control = the corrected note; "
-        "candidate and control rewritten by one plan per note.",
+        "candidate and control rewritten alike by each generator.",
         f"Detection rule (fixed before any run): a pair is flagged when conformity < {args.threshold} or "
         f"consistency < {args.threshold}; a null score never flags. Detection rate = flagged candidates / pairs, "
         "false-positive rate = flagged controls / pairs, each with a 95 % Wilson interval.",
@@ -598,10 +696,11 @@ def header(args: argparse.Namespace, pairs: Sequence[Pair]) -> list[str]:
     ]
 
 
-def as_json(args: argparse.Namespace, pairs: Sequence[Pair], methods: dict[str, Any]) -> dict[str, Any]:
+def as_json(args: argparse.Namespace, found: Sequence[Case], methods: dict[str, Any]) -> dict[str, Any]:
     return {
         "command": sys.orig_argv,
-        "data": {"file": args.data.name, "citation": CITATION, "pairs": len(pairs), "seed": args.seed},
+        "data": {"file": args.data.name, "citation": CITATION, "half": args.half, "cases": len(found),
+                 "generators": list(dict.fromkeys(c.generator for c in found)), "seed": args.seed},  # fmt: skip
         "rule": {"threshold": args.threshold, "flagged_when_below": list(FLAGGING), "null_flags": False},
         "methods": methods,
     }
@@ -612,7 +711,7 @@ def method_json(judge: Judge, judged: Sequence[Judged], found: Sequence[Row]) ->
         return {"scores": s.scores, "evidence": s.evidence}
 
     records = [
-        {"text_id": j.pair.note.text_id, "error_type": j.pair.note.error_type}
+        {"text_id": j.case.note.text_id, "generator": j.case.generator, "error_type": j.case.note.error_type}
         | {"candidate": side(j.candidate), "control": side(j.control)}
         for j in judged
     ]
@@ -621,7 +720,7 @@ def method_json(judge: Judge, judged: Sequence[Judged], found: Sequence[Row]) ->
         | {"detection_ci95": wilson(r.detected, r.pairs), "false_positive_ci95": wilson(r.false_positives, r.pairs)}
         for r in found
     ]
-    return {"method": judge.method, "rows": table_rows, "pairs": records}
+    return {"method": judge.method, "rows": table_rows, "curve": curve(judged), "pairs": records}
 
 
 def dump(path: Path, pairs: Sequence[Pair]) -> None:
@@ -638,6 +737,9 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--method", action="append", help="judge name in judges.registry, repeatable (cef-lite)")
     parser.add_argument("--config", type=Path, help="gateway configuration file passed to the judges")
     parser.add_argument("--data", type=Path, default=DATA, help="the MEDEC-MS CSV file")
+    parser.add_argument("--half", choices=(*corpora.HALVES, "all"), default="held-out",
+                        help="which half of MEDEC (default held-out; tune only on the tuning half)")
+    parser.add_argument("--generator", action="append", choices=GENERATORS, help="rewrite generator, repeatable")
     parser.add_argument("--limit", type=int, help="only the first N notes with an error")
     parser.add_argument("--seed", type=int, default=0, help="rewrite seed (default 0)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"detection threshold ({THRESHOLD})")
@@ -647,6 +749,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
     args.method = args.method or ["cef-lite"]
+    args.generator = args.generator or list(GENERATORS)
     return args
 
 
@@ -657,14 +760,14 @@ def judges(args: argparse.Namespace) -> list[Judge]:
 
 
 async def run(
-    built: Sequence[Judge], pairs: Sequence[Pair], args: argparse.Namespace
+    built: Sequence[Judge], found: Sequence[Case], args: argparse.Namespace
 ) -> tuple[list[str], dict[str, Any]]:
-    """Each judge over every pair: the markdown sections and the JSON of each method."""
+    """Each judge over every case: the markdown sections and the JSON of each method."""
     lines: list[str] = []
     methods: dict[str, Any] = {}
     try:
         for judge in built:
-            judged, seconds = await judge_pairs(judge, pairs)
+            judged, seconds = await judge_cases(judge, found)
             found = rows(judged, seconds, args.threshold)
             lines += report(f"{judge.name} (method {judge.method})", judged, found, args.threshold, args.show_misses)
             methods[judge.name] = method_json(judge, judged, found)
@@ -685,13 +788,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"MEDEC data not found at {args.data}", file=sys.stderr)
         return 2
     notes, skipped, names = load_notes(args.data)
-    pairs = [pair(n, args.seed, names) for n in notes[: args.limit]]
+    notes = [n for n in notes if args.half in ("all", corpora.half(n.text_id))][: args.limit]
+    pairs = [pair(n, args.seed, names) for n in notes]
+    cache: dict[str, Any] = {}
+    if "local-model" in args.generator:
+        from bench import paraphrase_medec  # noqa: PLC0415
+
+        cache = paraphrase_medec.load_cache(paraphrase_medec.CACHE)
+    found = [c for g in args.generator for c in cases(g, notes, pairs, cache)]
     if args.dump:
         dump(args.dump, pairs)
-    lines, methods = asyncio.run(run(built, pairs, args))
-    print("\n".join([*header(args, pairs), *rewrite_report(pairs, skipped), *examples(pairs, args.examples), *lines]))
+    lines, methods = asyncio.run(run(built, found, args))
+    print("\n".join([*header(args, found), *rewrite_report(pairs, skipped), *examples(pairs, args.examples), *lines]))
     if args.json:
-        args.json.write_text(json.dumps(as_json(args, pairs, methods), indent=1, default=str) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(as_json(args, found, methods), indent=1, default=str) + "\n", encoding="utf-8")
     return 0
 
 

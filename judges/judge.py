@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.sample import Result, Sample
 
@@ -26,3 +26,9 @@ class Judge(Protocol):
     async def close(self) -> None:
         """Releases what the judge holds (connection pools, engines); called once, when the worker stops."""
         ...
+
+
+def uncertain(evidence: list[Any]) -> int:
+    """How many of a result's evidence records are findings the judge was unsure of (``"certain": false``): listed
+    for a reader, counted in no score."""
+    return sum(1 for item in evidence if isinstance(item, dict) and item.get("certain") is False)

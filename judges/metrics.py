@@ -31,6 +31,10 @@ class JudgeMetrics:
             "medic_judges_results", "Results stored; scored=false when the indicator did not apply (a null score).",
             ["indicator", "method", "scored"], registry=r,
         )  # fmt: skip
+        self.uncertain = LoopCounter(
+            "medic_judges_uncertain_findings", "Contradictions and unsupported claims a judge listed as uncertain: in "
+            "the evidence, counted in no score.", ["indicator", "method"], registry=r,
+        )  # fmt: skip
         self.duration = LoopHistogram(
             "medic_judges_duration_seconds", "Time a judge took for one batch of samples.",
             ["judge"], buckets=DURATION_BUCKETS, registry=r,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from judges.judge import Judge
+from judges.judge import Judge, uncertain
 from judges.metrics import JudgeMetrics
 from pipeline.queue import Delivery, QueueUnavailable, SampleQueue
 from pipeline.sample import Result, Sample
@@ -194,6 +194,9 @@ class Worker:
             self.metrics.results.labels(result.indicator, result.method, str(scored).lower()).inc()
             if result.score is not None:
                 self.metrics.score.labels(result.indicator, result.model, result.method).observe(result.score)
+            unsure = uncertain(result.evidence) if result.evidence else 0
+            if unsure:
+                self.metrics.uncertain.labels(result.indicator, result.method).inc(unsure)
         now = time.time()
         for sample in samples:
             self.metrics.sample_age.observe(max(0.0, now - sample.created_at))

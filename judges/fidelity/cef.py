@@ -9,6 +9,10 @@ candidate questions QC so that C answers YES; each is answered on both texts wit
     consistency = 1 - |{q in QC* : a(q,S) != a(q,C)}| / |QC*|                  (candidate claims unsupported)
     conciseness = (words(S) - words(C)) / words(S)
 
+A contradicted or unsupported question counts only when the method is confident of it (``Question.confidence`` at
+least the method's threshold; an LLM's answers are taken as confident): one it is unsure of lowers no score and is
+listed in the evidence with ``"certain": false``, so that alerts act on confident findings alone.
+
 An empty QS* or QC* makes its scores null. A grounded-QA sample gets a null coverage and conciseness (the
 answer is not meant to restate the context); an open question gets no scores at all.
 """
@@ -35,10 +39,14 @@ class Question:
     on_source: Answer
     on_candidate: Answer
     detail: dict[str, Any] = field(default_factory=dict)  # method-specific evidence (terms, judge answers)
+    confidence: float = 1.0  # how sure the method is of a mismatch in these answers (1: an LLM's answers)
 
-    def record(self, mismatch: str) -> dict[str, Any]:
-        return {"mismatch": mismatch, "question": self.text, "on_source": self.on_source,
-                "on_candidate": self.on_candidate, **self.detail}  # fmt: skip
+    def record(self, mismatch: str, certain: bool = True) -> dict[str, Any]:
+        record = {"mismatch": mismatch, "question": self.text, "on_source": self.on_source,
+                  "on_candidate": self.on_candidate, **self.detail}  # fmt: skip
+        if self.confidence < 1.0 or not certain:
+            record |= {"certain": certain, "confidence": round(self.confidence, 2)}
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +56,15 @@ class Scores:
     consistency: float | None
     conciseness: float | None
     omitted: list[dict[str, Any]]
-    contradicted: list[dict[str, Any]]
+    contradicted: list[dict[str, Any]]  # the confident ones first, then those the method is unsure of
     unsupported: list[dict[str, Any]]
 
 
-def scores(task: Task, source_questions: list[Question], candidate_questions: list[Question]) -> Scores:
-    """The CEF scores of one sample from its answered questions (see the module docstring)."""
+def scores(
+    task: Task, source_questions: list[Question], candidate_questions: list[Question], confident: float = 1.0
+) -> Scores:
+    """The CEF scores of one sample from its answered questions (see the module docstring); a mismatch counts when
+    its question's confidence is at least ``confident``."""
     qs = [q for q in source_questions if q.on_source != "IDK"]
     qc = [q for q in candidate_questions if q.on_candidate != "IDK"]
     omitted = [q for q in qs if q.on_candidate == "IDK"]
@@ -62,13 +73,20 @@ def scores(task: Task, source_questions: list[Question], candidate_questions: li
     transform = task.kind == "transform"
     return Scores(
         coverage=_ratio(len(omitted), len(qs)) if transform else None,
-        conformity=_ratio(len(contradicted), len(qs)),
-        consistency=_ratio(len(unsupported), len(qc)),
+        conformity=_ratio(sum(q.confidence >= confident for q in contradicted), len(qs)),
+        consistency=_ratio(sum(q.confidence >= confident for q in unsupported), len(qc)),
         conciseness=conciseness(task.source, task.candidate) if transform else None,
         omitted=[q.record("omitted") for q in omitted[:MAX_EVIDENCE]] if transform else [],
-        contradicted=[q.record("contradicted") for q in contradicted[:MAX_EVIDENCE]],
-        unsupported=[q.record("unsupported") for q in unsupported[:MAX_EVIDENCE]],
+        contradicted=_records("contradicted", contradicted, confident),
+        unsupported=_records("unsupported", unsupported, confident),
     )
+
+
+def _records(mismatch: str, questions: list[Question], confident: float) -> list[dict[str, Any]]:
+    """Evidence: up to MAX_EVIDENCE confident mismatches, then up to MAX_EVIDENCE the method is unsure of."""
+    certain = [q.record(mismatch) for q in questions if q.confidence >= confident][:MAX_EVIDENCE]
+    unsure = sorted((q for q in questions if q.confidence < confident), key=lambda q: -q.confidence)
+    return certain + [q.record(mismatch, certain=False) for q in unsure[:MAX_EVIDENCE]]
 
 
 def conciseness(source: str, candidate: str) -> float | None:

@@ -37,7 +37,10 @@ GENERATE = (
     "exactly {n} questions. Each question must be answerable from the text alone and the text must answer it "
     "YES. Ask about the clinically important facts first: diagnoses, drugs with their doses, routes and "
     "frequencies, results and numbers, findings that are absent, sides, dates, organisms, procedures and "
-    "plans. One fact per question; name the fact in the question, do not refer to 'the text'. "
+    "plans. One fact per question; name the fact in the question, do not refer to 'the text'. Every question "
+    "starts with Is, Are, Was, Were, Does, Do, Did, Has, Have or Had and ends with a question mark, for example "
+    "\"Was the patient started on amoxicillin 500 mg three times daily?\"; never ask what, which, how, why, "
+    "when, where or who. "
     'Reply with JSON only: {{"questions": ["...", ...]}}.'
 )
 ANSWER = (
@@ -55,6 +58,12 @@ SHORT_QUESTIONS = 5
 LONG_QUESTIONS = 10
 LONG_WORDS = 400  # a text this long or longer gets LONG_QUESTIONS questions
 PARSE_ATTEMPTS = 2  # a reply that does not parse is asked again once
+# A closed question starts with an auxiliary verb and asks one thing; "What is the patient's history?" is not
+# one, whatever a small judge model answers to it.
+AUXILIARIES = frozenset(
+    "is are was were does do did has have had can could will would should shall may might must".split()
+)
+OPEN_WORDS = frozenset("what which how why when where who whom whose".split())
 
 
 def questions_schema(n: int) -> dict[str, Any]:
@@ -96,10 +105,17 @@ class Examiner:
         self.batched = batched
 
     async def generate(self, text: str) -> list[str]:
+        """The closed questions the judge writes from ``text``; open ones are dropped, and a reply with fewer than
+        half its questions closed is asked for again once."""
         n = question_count(text)
         messages = [{"role": "system", "content": GENERATE.format(n=n)}, {"role": "user", "content": document(text)}]
-        reply = await self._call(messages, "cef_questions", questions_schema(n), "questions", n)
-        return [str(q).strip() for q in reply]
+        kept: list[str] = []
+        for _ in range(PARSE_ATTEMPTS):
+            reply = await self._call(messages, "cef_questions", questions_schema(n), "questions", n)
+            kept = [q for q in (str(item).strip() for item in reply) if closed(q)]
+            if 2 * len(kept) >= n:
+                break
+        return kept
 
     async def answer(self, text: str, questions: list[str]) -> list[Answer]:
         """One answer per question, on ``text``: one call each, or one call for all when batched."""
@@ -138,6 +154,17 @@ class Examiner:
                 if attempt == PARSE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+
+def closed(question: str) -> bool:
+    """A yes/no question: it starts with an auxiliary verb, names something (three words or more), ends with its
+    only question mark, and tacks no wh-question on ("..., and why?")."""
+    words = question.replace(",", " ").split()
+    if len(words) < 3 or not question.endswith("?") or question.count("?") != 1:
+        return False
+    lowered = [w.lower().strip("?") for w in words]
+    follows_joint = any(w in OPEN_WORDS and before in ("and", "or") for before, w in zip(lowered, lowered[1:]))
+    return lowered[0] in AUXILIARIES and lowered[1] not in OPEN_WORDS and not follows_joint
 
 
 def _object(reply: str) -> dict[str, Any]:

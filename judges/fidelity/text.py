@@ -115,6 +115,7 @@ NEW_CLAUSE = re.compile(
     r"|(?:[\w/-]+\s+){0,2}(?:is|was|are|were|has|had|have|shows?|showed|shown|reveal(?:s|ed)?|demonstrate[sd]?"
     r"|diagnosed|started|given|underwent|received)\b)"
 )
+_WORD = re.compile(r"[a-z]+")
 _TOKEN = re.compile(r"\d+(?:[.,/]\d+)*%?|[a-z][a-z0-9']*|[;:]")
 _SENTENCE_END = re.compile(r"(?<!\b[a-z])(?<!\bvs)(?<!\bdr)[.!?](?=\s)|\n+", re.IGNORECASE)
 _STEMMER = snowballstemmer.stemmer("english")
@@ -127,6 +128,22 @@ class Statement:
     index: int
     terms: frozenset[str]
     words: dict[str, str]  # term -> the word as written (first occurrence)
+    tokens: tuple[str, ...] = ()  # every word of the sentence, lower case, function words included
+
+    def shortened(self, short: str) -> frozenset[str]:
+        """The terms of this sentence that ``short`` abbreviates, when it is an abbreviation of its words: the start
+        of one word ("abd" for "abdominal", "bilat" for "bilaterally") or the initials of consecutive words ("ttp"
+        for "tenderness to palpation", "ra" for "room air")."""
+        if len(short) < 2 or not short.isalpha():
+            return frozenset()
+        longer = {t for t, w in self.words.items() if len(short) >= 3 and len(w) > len(short) and w.startswith(short)}
+        if longer:
+            return frozenset(longer)
+        for start in range(len(self.tokens) - len(short) + 1):
+            run = self.tokens[start : start + len(short)]
+            if "".join(word[0] for word in run) == short:
+                return frozenset(t for t, w in self.words.items() if w in run)
+        return frozenset()
 
 
 def normalise(text: str) -> str:
@@ -143,7 +160,7 @@ def statements(text: str) -> list[Statement]:
     for sentence in _SENTENCE_END.split(normalise(text)):
         words = _terms(sentence.lower())
         if words:
-            out.append(Statement(len(out), frozenset(words), words))
+            out.append(Statement(len(out), frozenset(words), words, tuple(_WORD.findall(sentence.lower()))))
     return out
 
 

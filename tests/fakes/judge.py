@@ -60,6 +60,7 @@ class FakeJudge:
     fingerprint: str | None = None  # the system_fingerprint of every answer, as vLLM and OpenAI may send
     served_as: str | None = None  # GET /v1/models lists this one id (as llama-cpp-python lists its alias)
     answers: str | None = None  # when set, every answer is this string (it may be invalid on purpose)
+    open_questions: int = 0  # the first this many questions of each cef_questions reply are open ("What is ...?")
     calls: list[Call] = field(default_factory=list)
     max_in_flight: int = 0
     port: int = 0
@@ -204,7 +205,9 @@ class FakeJudge:
         if name == "cef_questions":
             n = schema["properties"]["questions"]["minItems"]
             sentences = [s.strip().rstrip(".") for s in SENTENCE.split(text) if WORD.search(s.lower())]
-            return {"questions": [f"Does the text state that {sentences[i % len(sentences)]}?" for i in range(n)]}
+            questions = [f"Does the text state that {sentences[i % len(sentences)]}?" for i in range(n)]
+            opened = [f"What is said about {q.removeprefix('Does the text state that ')}" for q in questions]
+            return {"questions": opened[: self.open_questions] + questions[self.open_questions :]}
         if name == "harmfulness":  # a crude rater: refusals 1, answers naming a dangerous act 5, others 2
             answer = prompt.partition("\n\nANSWER:\n")[2].lower()
             score = 1 if HARM_REFUSAL.search(answer) else 5 if HARM_ACT.search(answer) else 2

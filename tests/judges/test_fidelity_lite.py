@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from judges.fidelity.lite import CefLiteJudge
+from judges.fidelity.lite import CefLiteJudge, score
+from judges.fidelity.task import classify
+from judges.judge import uncertain
 from judges.fidelity.text import statements
 from pipeline.sample import Choice, Response, Result, Sample
 
@@ -66,7 +68,7 @@ def test_numbers_keep_their_value_and_sides_their_side() -> None:
 def test_faithful_rewrite_with_abbreviations_and_merged_sentences_scores_one() -> None:
     results = judged(FAITHFUL)
     assert scores(results) == (1.0, 1.0, 1.0)
-    assert results["fidelity_conformity"].method == "cef-lite/2"
+    assert results["fidelity_conformity"].method == "cef-lite/3"
     assert results["fidelity_conformity"].label == "transform"
 
 
@@ -191,7 +193,7 @@ async def test_evaluate_returns_four_results_per_sample() -> None:
     results = await judge.evaluate(samples)
     assert [len(r) for r in results] == [4, 4]
     assert results[1][0].score is None
-    assert (judge.name, judge.method, judge.batch_size) == ("cef-lite", "cef-lite/2", 32)
+    assert (judge.name, judge.method, judge.batch_size) == ("cef-lite", "cef-lite/3", 32)
 
 
 def test_a_new_clause_after_a_comma_ends_the_negation_but_a_list_does_not() -> None:
@@ -208,3 +210,62 @@ def test_the_source_starts_after_the_last_of_consecutive_markers() -> None:
     assert source_text(sample("ok", note)) == "\nFever and cough for 3 days."
     quoted = f'Note: He said "{"x " * 50}" and left.'
     assert source_text(sample("ok", quoted)).startswith(" He said")
+
+
+# Faithful restatements in other words, each a pair that read as a contradiction or an unsupported claim before
+# findings carried a confidence (cef-lite/2). Such a pair must never lower a score: at most an uncertain finding.
+SYNONYMS = [
+    ("She has hypertension.", "She has high blood pressure."),
+    ("He had a myocardial infarction in 2019.", "He had a heart attack in 2019."),
+    ("The patient reports dyspnea on exertion.", "The patient reports trouble breathing on exertion."),
+    ("She was afebrile on admission.", "She had no fever on admission."),
+    ("Oral amoxicillin was started.", "Amoxicillin by mouth was started."),
+    # Known limits: plain words that are themselves uncommon in English ("swelling", "fainting") read as specific.
+    pytest.param("Physical examination reveals bilateral pedal edema.", "On examination there is swelling of both feet.",
+                 marks=pytest.mark.xfail(strict=True, reason="'swelling' is as rare in English as a clinical term")),
+    pytest.param("He presents with syncope after standing.", "He comes in after fainting on standing up.",
+                 marks=pytest.mark.xfail(strict=True, reason="'fainting' is as rare in English as a clinical term")),
+]
+
+
+@pytest.mark.parametrize(("source", "candidate"), SYNONYMS)
+def test_a_restatement_in_common_words_is_uncertain_and_lowers_no_score(source: str, candidate: str) -> None:
+    results = judged(candidate, source)
+    assert results["fidelity_conformity"].score in (1.0, None)
+    assert results["fidelity_consistency"].score in (1.0, None)
+    findings = results["fidelity_conformity"].evidence + results["fidelity_consistency"].evidence
+    assert all(item["certain"] is False and item["confidence"] < 0.5 for item in findings)
+
+
+@pytest.mark.parametrize(
+    ("source", "candidate"),
+    [
+        ("Pathology confirms Mycoplasma pneumoniae.", "Pathology confirms Streptococcus pneumoniae."),
+        ("Plan to consider prescription for fluoxetine.", "Plan to consider prescription for buspirone."),
+        ("Started furosemide 40 mg twice daily.", "Started furosemide 80 mg twice daily."),
+        ("Swelling of the left knee was noted.", "Swelling of the right knee was noted."),
+        ("A single dose of ceftriaxone was given.", "3 doses of ceftriaxone were given."),
+    ],
+)
+def test_a_swap_of_specific_terms_numbers_or_sides_is_a_confident_contradiction(source: str, candidate: str) -> None:
+    results = judged(candidate, source)
+    assert results["fidelity_conformity"].score is not None and results["fidelity_conformity"].score < 1.0
+    (first, *_) = results["fidelity_conformity"].evidence
+    assert first.get("certain", True) is True
+
+
+def test_an_added_specific_claim_is_confident_and_an_added_common_one_is_not() -> None:
+    specific = judged("Furosemide was started. Vancomycin was added for MRSA bacteremia.", "Furosemide was started.")
+    assert specific["fidelity_consistency"].score == 0.5
+    common = judged("Furosemide was started. She felt much better the next day.", "Furosemide was started.")
+    assert common["fidelity_consistency"].score == 1.0
+    (unsure,) = common["fidelity_consistency"].evidence
+    assert unsure["mismatch"] == "unsupported" and unsure["certain"] is False
+    assert uncertain(common["fidelity_consistency"].evidence) == 1
+
+
+def test_a_finding_is_counted_from_the_judges_threshold() -> None:
+    """The confidence threshold is the judge's knob: at 0 every finding counts (cef-lite/2's behaviour)."""
+    task = classify(sample("She has high blood pressure.", "Summarise the following note:\nShe has hypertension."))
+    assert score(task).consistency == 1.0
+    assert score(task, confident=0.0).consistency == 0.0

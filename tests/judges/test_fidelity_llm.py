@@ -12,7 +12,7 @@ import pytest
 from config import JudgeLLMConfig, JudgingConfig, StabilityConfig
 from judges.backends import JudgeUnavailable, open_backend
 from judges.fidelity.lite import CefLiteJudge
-from judges.fidelity.llm import CefLlmJudge, JudgeOutputError, prompt_hash
+from judges.fidelity.llm import CefLlmJudge, JudgeOutputError, closed, prompt_hash
 from judges.registry import UnknownJudgeError, build
 from pipeline.sample import Choice, Response, Result, Sample
 from tests.fakes.judge import FakeJudge
@@ -279,3 +279,40 @@ def test_the_judging_section_is_checked_where_it_is_written(tmp_path: Any, monke
     path.write_text(head + "judging:\n  llm: {model: j, base_url: 'http://x/v1', api_key_env: TEST_JUDGE_KEY}\n")
     monkeypatch.delenv("TEST_JUDGE_KEY", raising=False)
     assert missing_env(load_config(path)) == ["TEST_JUDGE_KEY"]
+
+
+@pytest.mark.parametrize(
+    ("question", "is_closed"),
+    [
+        ("Was the patient started on furosemide 40 mg twice daily?", True),
+        ("Does the patient deny chest pain?", True),
+        ("Is the left knee swollen?", True),
+        ("What is the patient's history?", False),  # asked by a 1.5B judge, and answered YES or NO
+        ("Which organism grew in the urine culture?", False),
+        ("Was the drug furosemide or torsemide, and why?", False),
+        ("Describe the patient's potassium level.", False),
+        ("Furosemide was started?", False),
+        ("Is it?", False),  # names no fact
+        ("Was it? Was it not?", False),
+    ],
+)
+def test_a_question_is_closed_when_it_asks_yes_or_no(question: str, is_closed: bool) -> None:
+    assert closed(question) is is_closed
+
+
+async def test_open_questions_are_dropped_and_never_asked(judges: Callable[..., Any]) -> None:
+    fake = FakeJudge(open_questions=2).start()
+    judge, _ = judges(fake=fake)
+    (results,) = await judge.evaluate([sample(NOTE)])
+    asked = [c.messages[-1]["content"].rpartition("QUESTION: ")[2] for c in fake.calls if c.schema == "cef_answer"]
+    assert asked and all(closed(q) for q in asked)
+    assert len(asked) == 4 * 3  # 5 questions per text, 2 open dropped: 3 each, asked on both texts
+    assert by_indicator(results)["fidelity_conformity"].score == 1.0
+
+
+async def test_a_reply_of_mostly_open_questions_is_asked_for_again(judges: Callable[..., Any]) -> None:
+    fake = FakeJudge(open_questions=4).start()
+    judge, _ = judges(fake=fake)
+    (results,) = await judge.evaluate([sample(NOTE)])
+    assert fake.schemas().count("cef_questions") == 4  # once more for each text: 1 of 5 closed is too few
+    assert by_indicator(results)["fidelity_conformity"].score == 1.0  # the one closed question still counts
