@@ -460,7 +460,7 @@ def cases(generator: str, notes: Sequence[Note], pairs: Sequence[Pair], cache: d
         return [Case(generator, p.note, p.candidate, p.control) for p in pairs]
     if generator == "local-model":
         return [Case(generator, n, *texts) for n in notes if (texts := _paraphrased(n, cache)) is not None]
-    from bench.rewrites import independent  # noqa: PLC0415 (the generators the judge's author did not write)
+    from bench.rewrites import independent
 
     rewrite = {"clinical-rewording": independent.clinical_rewording, "plain-words": independent.plain_words}[generator]
     return [Case(generator, n, rewrite(_text(n.erroneous), 0), rewrite(n.source, 0)) for n in notes]
@@ -472,7 +472,7 @@ def _text(units: Sequence[Unit]) -> str:
 
 def _paraphrased(note: Note, cache: dict[str, Any]) -> tuple[str, str] | None:
     """The note's two versions with the model's kept paraphrases, when the cache holds every sentence of both."""
-    from bench import paraphrase_medec  # noqa: PLC0415
+    from bench import paraphrase_medec
 
     texts = (_text(note.erroneous), note.source)
     if not all(paraphrase_medec.covered(text, cache) for text in texts):
@@ -699,8 +699,14 @@ def header(args: argparse.Namespace, found: Sequence[Case]) -> list[str]:
 def as_json(args: argparse.Namespace, found: Sequence[Case], methods: dict[str, Any]) -> dict[str, Any]:
     return {
         "command": sys.orig_argv,
-        "data": {"file": args.data.name, "citation": CITATION, "half": args.half, "cases": len(found),
-                 "generators": list(dict.fromkeys(c.generator for c in found)), "seed": args.seed},  # fmt: skip
+        "data": {
+            "file": args.data.name,
+            "citation": CITATION,
+            "half": args.half,
+            "cases": len(found),
+            "generators": list(dict.fromkeys(c.generator for c in found)),
+            "seed": args.seed,
+        },
         "rule": {"threshold": args.threshold, "flagged_when_below": list(FLAGGING), "null_flags": False},
         "methods": methods,
     }
@@ -737,8 +743,12 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--method", action="append", help="judge name in judges.registry, repeatable (cef-lite)")
     parser.add_argument("--config", type=Path, help="gateway configuration file passed to the judges")
     parser.add_argument("--data", type=Path, default=DATA, help="the MEDEC-MS CSV file")
-    parser.add_argument("--half", choices=(*corpora.HALVES, "all"), default="held-out",
-                        help="which half of MEDEC (default held-out; tune only on the tuning half)")
+    parser.add_argument(
+        "--half",
+        choices=(*corpora.HALVES, "all"),
+        default="held-out",
+        help="which half of MEDEC (default held-out; tune only on the tuning half)",
+    )
     parser.add_argument("--generator", action="append", choices=GENERATORS, help="rewrite generator, repeatable")
     parser.add_argument("--limit", type=int, help="only the first N notes with an error")
     parser.add_argument("--seed", type=int, default=0, help="rewrite seed (default 0)")
@@ -792,7 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = [pair(n, args.seed, names) for n in notes]
     cache: dict[str, Any] = {}
     if "local-model" in args.generator:
-        from bench import paraphrase_medec  # noqa: PLC0415
+        from bench import paraphrase_medec
 
         cache = paraphrase_medec.load_cache(paraphrase_medec.CACHE)
     found = [c for g in args.generator for c in cases(g, notes, pairs, cache)]

@@ -37,8 +37,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from wordfreq import zipf_frequency
-
 from judges.fidelity import cef
 from judges.fidelity.cef import Answer, Question
 from judges.fidelity.task import Task, applicable, classify
@@ -120,8 +118,8 @@ def _flip(term: str) -> str:
 
 
 def _kind(term: str) -> str:
-    """"number" or "side" for the terms compared exactly (besides negation), "" for words and for a negated number
-    (a negation's scope running over a number is how a sentence was put, not a claim)."""
+    """The kind of the terms compared exactly besides negation: "number" or "side"; "" for words and for a negated
+    number (a negation's scope running over a number is how a sentence was put, not a claim)."""
     if term.startswith("no:"):
         return "side" if term[3:] in SIDES else ""
     return "number" if term[:1].isdigit() else "side" if term in SIDES else ""
@@ -134,6 +132,8 @@ def specificity(term: str, word: str) -> float:
         return 1.0
     if _kind(term):
         return 0.0  # a number in words ("two-sided")
+    from wordfreq import zipf_frequency  # 15 MB: loaded only where cef-lite runs
+
     zipf = zipf_frequency(word, "en", wordlist="small")
     return min(1.0, max(0.0, (COMMON_ZIPF - zipf) / (COMMON_ZIPF - RARE_ZIPF)))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from typing import Any
 
@@ -39,7 +40,7 @@ GENERATE = (
     "frequencies, results and numbers, findings that are absent, sides, dates, organisms, procedures and "
     "plans. One fact per question; name the fact in the question, do not refer to 'the text'. Every question "
     "starts with Is, Are, Was, Were, Does, Do, Did, Has, Have or Had and ends with a question mark, for example "
-    "\"Was the patient started on amoxicillin 500 mg three times daily?\"; never ask what, which, how, why, "
+    '"Was the patient started on amoxicillin 500 mg three times daily?"; never ask what, which, how, why, '
     "when, where or who. "
     'Reply with JSON only: {{"questions": ["...", ...]}}.'
 )
@@ -60,10 +61,11 @@ LONG_WORDS = 400  # a text this long or longer gets LONG_QUESTIONS questions
 PARSE_ATTEMPTS = 2  # a reply that does not parse is asked again once
 # A closed question starts with an auxiliary verb and asks one thing; "What is the patient's history?" is not
 # one, whatever a small judge model answers to it.
-AUXILIARIES = frozenset(
-    "is are was were does do did has have had can could will would should shall may might must".split()
-)
-OPEN_WORDS = frozenset("what which how why when where who whom whose".split())
+AUXILIARIES = frozenset({
+    "is", "are", "was", "were", "does", "do", "did", "has", "have", "had",
+    "can", "could", "will", "would", "should", "shall", "may", "might", "must",
+})  # fmt: skip
+OPEN_WORDS = frozenset({"what", "which", "how", "why", "when", "where", "who", "whom", "whose"})
 
 
 def questions_schema(n: int) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def closed(question: str) -> bool:
     if len(words) < 3 or not question.endswith("?") or question.count("?") != 1:
         return False
     lowered = [w.lower().strip("?") for w in words]
-    follows_joint = any(w in OPEN_WORDS and before in ("and", "or") for before, w in zip(lowered, lowered[1:]))
+    follows_joint = any(w in OPEN_WORDS and before in ("and", "or") for before, w in itertools.pairwise(lowered))
     return lowered[0] in AUXILIARIES and lowered[1] not in OPEN_WORDS and not follows_joint
 
 

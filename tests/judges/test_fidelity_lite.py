@@ -8,8 +8,8 @@ import pytest
 
 from judges.fidelity.lite import CefLiteJudge, score
 from judges.fidelity.task import classify
-from judges.judge import uncertain
 from judges.fidelity.text import statements
+from judges.judge import uncertain
 from pipeline.sample import Choice, Response, Result, Sample
 
 NOTE = (
@@ -221,10 +221,16 @@ SYNONYMS = [
     ("She was afebrile on admission.", "She had no fever on admission."),
     ("Oral amoxicillin was started.", "Amoxicillin by mouth was started."),
     # Known limits: plain words that are themselves uncommon in English ("swelling", "fainting") read as specific.
-    pytest.param("Physical examination reveals bilateral pedal edema.", "On examination there is swelling of both feet.",
-                 marks=pytest.mark.xfail(strict=True, reason="'swelling' is as rare in English as a clinical term")),
-    pytest.param("He presents with syncope after standing.", "He comes in after fainting on standing up.",
-                 marks=pytest.mark.xfail(strict=True, reason="'fainting' is as rare in English as a clinical term")),
+    pytest.param(
+        "Physical examination reveals bilateral pedal edema.",
+        "On examination there is swelling of feet.",
+        marks=pytest.mark.xfail(strict=True, reason="'swelling' is as rare in English as a clinical term"),
+    ),
+    pytest.param(
+        "He presents with syncope after standing.",
+        "He comes in after fainting on standing up.",
+        marks=pytest.mark.xfail(strict=True, reason="'fainting' is as rare in English as a clinical term"),
+    ),
 ]
 
 
