@@ -296,7 +296,7 @@ def pseudonymise(sample: dict[str, Any]) -> dict[str, Any]:
     are not reused. Raises PrivacyError for an encrypted sample (there is no clear text to work on)."""
     if sample.get("privacy") == "encrypted":
         raise PrivacyError("cannot pseudonymise an encrypted sample; decrypt it first")
-    result = _copy(sample)
+    result: dict[str, Any] = _copy(sample)
     state = _Pseudonymiser()
     _visit_sample(result, state.collect)  # collect changes nothing: the walk only needs to see every text
     state.finish_collecting()
