@@ -23,7 +23,8 @@ class SamplingConfig(Strict):
     rates: list[SampleRate] = []
     debug_header: str | None = None  # e.g. "x-medic-sample": a request with "x-medic-sample: 1" is always sampled
     max_samples_per_s: Annotated[float, Field(gt=0)] = 200.0
-    buffer_size: Annotated[int, Field(gt=0)] = 10_000
+    buffer_size: Annotated[int, Field(gt=0)] = 10_000  # samples held while the queue is slow or down
+    when_full: Literal["drop_newest", "drop_oldest"] = "drop_newest"  # which sample a full buffer gives up
     privacy: Literal["raw", "pseudonymised", "encrypted"] = "pseudonymised"
     encryption_key_env: str | None = None
     encoder: Literal["thread", "process"] = "thread"  # where samples are pseudonymised: see docs/configuration.md

@@ -77,6 +77,10 @@ class Metrics:
             ["reason"], r,
         )  # fmt: skip
         self.samples_enqueued = Counter("medic_gateway_samples_enqueued", "Samples handed to the queue.", registry=r)
+        self.sample_queue_errors = Counter(
+            "medic_gateway_sample_queue_errors", "Puts to the sample queue that failed (the samples are kept and "
+            "sent again).", registry=r,
+        )  # fmt: skip
         self.sample_buffer = Gauge(
             "medic_gateway_sample_buffer", "Samples waiting in the gateway's buffer for the queue.", registry=r
         )

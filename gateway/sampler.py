@@ -3,9 +3,12 @@
 The decision is made after the response has been sent: a rate per model, upstream and tenant (the most
 specific configured match wins), deterministic on the request id so that every replica decides alike;
 "always" triggers (a debugging header the configuration allows, a policy that flagged the exchange); and
-a global budget in samples per second that sheds load before the queue. ``offer`` only appends to a
-bounded buffer. A background task builds the samples and enqueues them in batches; when the queue is slow
-or down it drops and counts, and retries with backoff. Pseudonymising a long clinical note costs
+a global budget in samples per second that sheds load before the queue. ``consider`` only appends to a
+bounded buffer. A background task builds the samples and enqueues them in batches, in order. When the queue is
+down the samples stay in the buffer (a batch whose put failed goes back to its front) and the shipper tries
+again after a bounded, jittered backoff; samples are dropped only when the buffer is full, newest or oldest
+first (``sampling.when_full``), counted by reason. ``stop`` ships what it holds within a deadline and counts
+what it could not (reason "shutdown"). Pseudonymising a long clinical note costs
 milliseconds of regular expressions, so it never runs in the event loop that answers requests: it runs in
 a thread (the default; the interpreter hands the loop back at least every few milliseconds) or in a
 separate encoder process (sampling.encoder: process; isolated, at the cost of a second interpreter).
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import zlib
 from collections import deque
@@ -48,12 +52,14 @@ class Sampler:
         self._header = config.debug_header.lower().encode() if config.debug_header else None
         self._tokens = config.max_samples_per_s
         self._refilled = time.monotonic()
-        self._buffer: deque[tuple[Exchange, str]] = deque()
+        self._buffer: deque[tuple[Exchange, str]] = deque()  # sampled exchanges, not yet encoded
+        self._ready: deque[bytes] = deque()  # encoded samples waiting for the queue, oldest first
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._key = privacy.load_key(config.encryption_key_env) if config.encryption_key_env else None
         self._pool: ProcessPoolExecutor | None = None
-        self._shipping = 0  # samples taken from the buffer and not yet handed to the queue
+        self._shipping = 0  # samples taken out of the buffers: being encoded, or in a put
+        self._backoff_until = 0.0
 
     # -- the decision, in the request's task: cheap, never waits ----------------------------------------
 
@@ -63,9 +69,11 @@ class Sampler:
         self.metrics.sampling_decisions.labels(trigger or "not_sampled").inc()
         if trigger not in SAMPLED:
             return
-        if len(self._buffer) >= self.config.buffer_size:
+        if self.buffered >= self.config.buffer_size:
             self.metrics.samples_dropped.labels("buffer_full").inc()
-            return
+            if self.config.when_full == "drop_newest" or not (self._ready or self._buffer):
+                return
+            (self._ready or self._buffer).popleft()  # drop_oldest: the sample that waited longest goes
         self._buffer.append((ex, trigger))
         self._wake.set()
 
@@ -103,22 +111,31 @@ class Sampler:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._ship(), name="sample-shipper")
 
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Ship what is buffered (within the timeout), then stop."""
+    async def stop(self, timeout_s: float = 5.0) -> int:
+        """Ship what is buffered (within the timeout), then stop; returns how many samples could not be shipped
+        (counted as dropped, reason "shutdown")."""
         if self._task is None:
-            return
+            return 0
         deadline = time.monotonic() + timeout_s
-        while (self._buffer or self._shipping) and time.monotonic() < deadline:
+        self._backoff_until = 0.0  # a queue that is back gets this stop's samples at once
+        self._wake.set()
+        while self.buffered and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        lost = self.buffered
+        if lost:
+            self.metrics.samples_dropped.labels("shutdown").inc(lost)
+            log.error("stopping with %d samples the queue did not take in %.1fs: dropped", lost, timeout_s)
+        return lost
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Samples held: waiting to be encoded, encoded and waiting for the queue, or in a put."""
+        return len(self._buffer) + len(self._ready) + self._shipping
 
     async def _ship(self) -> None:
         backoff = 0.0
@@ -126,23 +143,48 @@ class Sampler:
             await self._wake.wait()
             await asyncio.sleep(LINGER_S)
             self._wake.clear()
-            while self._buffer:
-                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            while self._buffer or self._ready:
+                if not self._ready:
+                    await self._encode_next()
+                    continue
+                batch = [self._ready.popleft() for _ in range(min(self.batch_size, len(self._ready)))]
                 self._shipping = len(batch)
                 try:
-                    payloads = await self._encode([build_sample(ex, trigger) for ex, trigger in batch])
-                    await self.queue.put(payloads)
+                    await self.queue.put(batch)
                 except QueueUnavailable as exc:
-                    self.metrics.samples_dropped.labels("queue_unavailable").inc(len(payloads))
+                    self._ready.extendleft(reversed(batch))  # back to the front, in order
+                    self._shipping = 0
                     backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
-                    log.warning("sample queue unavailable (%s); dropped %d, retrying in %.1fs", exc, len(payloads),
-                                backoff)  # fmt: skip
-                    await asyncio.sleep(backoff)
+                    self.metrics.sample_queue_errors.inc()
+                    log.warning("sample queue unavailable (%s); holding %d samples, retrying within %.1fs", exc,
+                                self.buffered, backoff)  # fmt: skip
+                    await self._sleep(random.uniform(backoff / 2, backoff))  # jittered: replicas spread out
                     continue
+                except BaseException:
+                    self._ready.extendleft(reversed(batch))  # cancelled in a put: still held, for the count
+                    raise
                 finally:
                     self._shipping = 0
                 backoff = 0.0
-                self.metrics.samples_enqueued.inc(len(payloads))
+                self.metrics.samples_enqueued.inc(len(batch))
+
+    async def _encode_next(self) -> None:
+        """The next batch of the buffer, built, pseudonymised and encoded onto the ready queue."""
+        batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+        self._shipping = len(batch)
+        try:
+            self._ready.extend(await self._encode([build_sample(ex, trigger) for ex, trigger in batch]))
+        except BaseException:
+            self._buffer.extendleft(reversed(batch))  # cancelled (a stop's deadline): still held, for the count
+            raise
+        finally:
+            self._shipping = 0
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait out a backoff, or less when ``stop`` wants the samples shipped now."""
+        self._backoff_until = time.monotonic() + seconds
+        while time.monotonic() < self._backoff_until:
+            await asyncio.sleep(min(0.05, max(0.0, self._backoff_until - time.monotonic())))
 
     async def _encode(self, samples: list[dict[str, Any]]) -> list[bytes]:
         """Privacy transformation and JSON, in a thread or in the encoder process."""

@@ -206,11 +206,11 @@ class MemoryQueue:
         self.dead: list[tuple[Delivery, str]] = []
 
     async def put(self, payloads: list[bytes]) -> None:
+        """All of ``payloads`` or none (QueueUnavailable when they do not all fit), so a retried put never repeats."""
+        if self._queue.maxsize and self._queue.qsize() + len(payloads) > self._queue.maxsize:
+            raise QueueUnavailable("QueueFull")
         for payload in payloads:
-            try:
-                self._queue.put_nowait(payload)
-            except asyncio.QueueFull:
-                raise QueueUnavailable("QueueFull") from None
+            self._queue.put_nowait(payload)
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         try:

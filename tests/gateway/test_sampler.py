@@ -111,23 +111,72 @@ class DownQueue(MemoryQueue):
         await super().put(payloads)
 
 
-async def test_a_queue_that_is_down_costs_drops_not_waits_and_the_shipper_recovers() -> None:
+async def test_a_queue_that_is_down_costs_no_sample_the_buffer_has_room_for() -> None:
     queue = DownQueue()
     s, metrics = sampler(queue, rate=1.0, buffer_size=10)
     s.start()
     for i in range(30):
         s.consider(exchange(f"r{i}"), [])  # returns at once, whatever the queue does
     for _ in range(100):
-        if dropped(metrics).get("queue_unavailable"):
+        if queue_errors(metrics):
             break
         await asyncio.sleep(0.05)
+    assert queue_errors(metrics) >= 1 and s.buffered == 10  # held, not thrown away
     queue.down = False
-    await asyncio.sleep(0.5)
-    s.consider(exchange("after"), [])
-    await s.stop(timeout_s=6)
-    assert dropped(metrics)["buffer_full"] == 20 and dropped(metrics)["queue_unavailable"] >= 1
+    s.consider(exchange("after"), [])  # the buffer is full: the newest is the one dropped (when_full default)
+    for _ in range(100):
+        if not s.buffered:
+            break
+        await asyncio.sleep(0.05)
+    assert await s.stop(timeout_s=6) == 0
+    assert dropped(metrics) == {"buffer_full": 21}
     ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
-    assert "after" in ids
+    assert ids == [f"r{i}" for i in range(10)]  # every sample the buffer had room for, in order
+
+
+async def test_a_full_buffer_may_give_up_its_oldest_instead() -> None:
+    queue = DownQueue()
+    s, metrics = sampler(queue, rate=1.0, buffer_size=5, when_full="drop_oldest")
+    s.start()
+    for i in range(12):
+        s.consider(exchange(f"r{i}"), [])
+        await asyncio.sleep(0)
+    queue.down = False
+    s._backoff_until = 0.0  # the test does not wait out the backoff
+    for _ in range(200):
+        if not s.buffered:
+            break
+        await asyncio.sleep(0.05)
+    await s.stop(timeout_s=6)
+    ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
+    assert ids == [f"r{i}" for i in range(7, 12)] and dropped(metrics) == {"buffer_full": 7}
+
+
+async def test_stopping_ships_what_it_can_and_counts_the_rest() -> None:
+    queue = DownQueue()
+    s, metrics = sampler(queue, rate=1.0)
+    s.start()
+    for i in range(4):
+        s.consider(exchange(f"r{i}"), [])
+    assert await s.stop(timeout_s=0.3) == 4
+    assert dropped(metrics) == {"shutdown": 4}
+    queue.down = False
+    back, metrics = sampler(queue, rate=1.0)
+    back.start()
+    back.consider(exchange("late"), [])
+    assert await back.stop(timeout_s=5) == 0  # a stop ships at once, without waiting for the linger or a backoff
+    ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
+    assert ids == ["late"]
+
+
+def queue_errors(metrics: Metrics) -> float:
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        if family.name == "medic_gateway_sample_queue_errors"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
 
 
 def dropped(metrics: Metrics) -> dict[str, float]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
 import pytest
 import redis
 
@@ -127,7 +128,7 @@ def test_fidelity_is_judged_on_live_traffic_with_the_configured_method(
     results = {r["indicator"]: r for r in evaluations(gw, request_id)}
     conformity = results["fidelity_conformity"]
     assert conformity["score"] is not None and conformity["score"] < 1.0 and conformity["evidence"]
-    assert conformity["method"].startswith("cef-llm/j/" if judge_model else "cef-lite/2")
+    assert conformity["method"].startswith("cef-llm/j/" if judge_model else "cef-lite/3")
     assert results["fidelity_coverage"]["label"] == "transform"
     assert http.metric(text, "medic_judges_score_count", indicator="fidelity_conformity", model="m",
                        method=conformity["method"]) == 1  # fmt: skip
@@ -264,21 +265,21 @@ def test_gateway_answers_while_redis_is_down_and_recovers(
     gw = on_redis(gateway, fake, tmp_path, redis_server)
     redis_server.stop()
     started = time.monotonic()
-    assert len(ask(gw, 30)) == 30  # every request answered
+    ids = ask(gw, 30)
+    assert len(ids) == 30  # every request answered
     assert time.monotonic() - started < 10
-    wait_until(lambda: http.metric(gw.metrics(), "medic_gateway_samples_dropped_total", reason="queue_unavailable") > 0)
+    wait_until(lambda: http.metric(gw.metrics(), "medic_gateway_sample_queue_errors_total") > 0)
+    assert http.metric(gw.metrics(), "medic_gateway_sample_buffer") == 30  # held, not dropped
     redis_server.start()
     client = redis.Redis.from_url(redis_server.url)
-
-    def enqueued_again() -> bool:
-        ask(gw, 1)
-        return bool(client.exists("medic:samples")) and client.xlen("medic:samples") > 0
-
     try:
-        wait_until(enqueued_again, timeout_s=20)
+        wait_until(lambda: bool(client.exists("medic:samples")) and client.xlen("medic:samples") == 30, timeout_s=20)
+        queued = [orjson.loads(fields[b"s"])["request_id"] for _, fields in client.xrange("medic:samples")]
     finally:
         client.close()
-    assert http.metric(gw.metrics(), "medic_gateway_samples_enqueued_total") > 0
+    assert queued == ids  # every sample of the outage, in order
+    assert http.metric(gw.metrics(), "medic_gateway_samples_enqueued_total") == 30
+    assert http.metric(gw.metrics(), "medic_gateway_samples_dropped_total", reason="buffer_full") == 0
 
 
 async def test_poison_samples_end_in_the_dead_letter_stream(redis_server: RedisServer) -> None:

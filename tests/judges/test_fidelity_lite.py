@@ -213,7 +213,7 @@ def test_the_source_starts_after_the_last_of_consecutive_markers() -> None:
 
 
 # Faithful restatements in other words, each a pair that read as a contradiction or an unsupported claim before
-# findings carried a confidence (cef-lite/2). Such a pair must never lower a score: at most an uncertain finding.
+# findings carried a confidence (cef-lite/3). Such a pair must never lower a score: at most an uncertain finding.
 SYNONYMS = [
     ("She has hypertension.", "She has high blood pressure."),
     ("He had a myocardial infarction in 2019.", "He had a heart attack in 2019."),
@@ -271,7 +271,7 @@ def test_an_added_specific_claim_is_confident_and_an_added_common_one_is_not() -
 
 
 def test_a_finding_is_counted_from_the_judges_threshold() -> None:
-    """The confidence threshold is the judge's knob: at 0 every finding counts (cef-lite/2's behaviour)."""
+    """The confidence threshold is the judge's knob: at 0 every finding counts (cef-lite/3's behaviour)."""
     task = classify(sample("She has high blood pressure.", "Summarise the following note:\nShe has hypertension."))
     assert score(task).consistency == 1.0
     assert score(task, confident=0.0).consistency == 0.0

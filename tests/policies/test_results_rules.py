@@ -39,7 +39,7 @@ def engine(tmp_path: Path, action: str = "fallback", shadow: bool = False) -> Po
                         PolicyMetrics(CollectorRegistry()))  # fmt: skip
 
 
-def scores(model: str, values: list[float], method: str = "cef-lite/2") -> list[Result]:
+def scores(model: str, values: list[float], method: str = "cef-lite/3") -> list[Result]:
     now = time.time()
     return [Result(request_id=f"{model}-{i}", indicator="fidelity_consistency", score=v, method=method, model=model,
                    created_at=now - i) for i, v in enumerate(values)]  # fmt: skip
