@@ -25,6 +25,7 @@ class SamplingConfig(Strict):
     max_samples_per_s: Annotated[float, Field(gt=0)] = 200.0
     buffer_size: Annotated[int, Field(gt=0)] = 10_000  # samples held while the queue is slow or down
     when_full: Literal["drop_newest", "drop_oldest"] = "drop_newest"  # which sample a full buffer gives up
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 5.0  # on stop: how long the buffer may take to reach the queue
     privacy: Literal["raw", "pseudonymised", "encrypted"] = "pseudonymised"
     encryption_key_env: str | None = None
     encoder: Literal["thread", "process"] = "thread"  # where samples are pseudonymised: see docs/configuration.md

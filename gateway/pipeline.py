@@ -55,7 +55,7 @@ class Pipeline:
         self._probe_tasks = [loop.create_task(p.run(self._stop), name="probes") for p in self.judges.probes]
 
     async def stop(self) -> None:
-        await self.sampler.stop()
+        await self.sampler.stop(self.config.sampling.drain_timeout_s)
         self._stop.set()
         for task in self._probe_tasks:
             task.cancel()

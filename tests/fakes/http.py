@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,3 +153,10 @@ def eventually(check: Callable[[], T], timeout_s: float = 5.0, interval_s: float
         if time.monotonic() > deadline:
             raise failure
         time.sleep(interval_s)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -435,3 +435,57 @@ def test_worker_serves_health_and_metrics_that_promtool_accepts(
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) in (0, -signal.SIGTERM)
+
+
+def serve(config: Path, redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    """``medic-gateway serve`` as a process of its own, sampling into Redis."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--redis-url", redis_url,
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def ready(url: str) -> bool:
+    try:
+        return http.request(url, "GET", "/readyz").status == 200
+    except OSError:
+        return False
+
+
+def test_a_gateway_sent_sigterm_ships_its_buffer_or_says_how_much_it_could_not(
+    fake_upstream: Callable[[], FakeUpstream], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    fake = fake_upstream()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"upstreams: {{u: {{url: '{fake.url}'}}}}\nmodels: {{'*': {{routes: [{{upstream: u}}]}}}}\n"
+        f"sampling: {{rate: 1.0, max_samples_per_s: 10000, drain_timeout_s: 2}}\n"
+        f"results: {{sqlite_path: '{tmp_path / 'results.sqlite3'}'}}\nworker: {{port: 0}}\n"
+    )
+    client = redis.Redis.from_url(redis_server.url)
+    for outage in (False, True):
+        port = http.free_port()
+        gw = serve(config, redis_server.url, port)
+        try:
+            wait_until(lambda: ready(f"http://127.0.0.1:{port}"))
+            if outage:
+                redis_server.stop()
+            openai_client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+            for _ in range(20):
+                openai_client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}])
+            gw.send_signal(signal.SIGTERM)  # at once: the samples are still in the gateway's buffer
+            started = time.monotonic()
+            assert gw.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+            stopping = time.monotonic() - started
+            log = gw.stderr.read().decode() if gw.stderr else ""
+        finally:
+            if gw.poll() is None:
+                gw.kill()
+        if not outage:
+            assert client.xlen("medic:samples") == 20 and "did not take" not in log  # every sample shipped
+        else:
+            assert "stopping with 20 samples the queue did not take" in log  # said, with its number
+            assert 2 <= stopping < 10  # the drain deadline, not forever
+            redis_server.start()
+    client.close()
