@@ -17,7 +17,7 @@ class QueueConfig(Strict):
     maxlen: Annotated[int, Field(gt=0)] = 100_000
     ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
-    claim_idle_ms: Annotated[int, Field(gt=0)] = 60_000
+    claim_idle_ms: Annotated[int, Field(gt=0)] = 10_000  # see docs/configuration.md: a live worker renews at 1/5
     batch_size: Annotated[int, Field(gt=0)] = 64
     timeout_s: Annotated[float, Field(gt=0)] = 1.0
 

@@ -55,6 +55,8 @@ class SampleQueue(Protocol):
 
     async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[Delivery]: ...
 
+    async def renew(self, consumer: str, ids: list[str]) -> None: ...
+
     async def dead_letter(self, delivery: Delivery, reason: str) -> None: ...
 
     async def depth(self) -> Depth: ...
@@ -167,6 +169,16 @@ class RedisStreamQueue:
                 deliveries.append(delivery)
         return deliveries
 
+    async def renew(self, consumer: str, ids: list[str]) -> None:
+        """Reset the idle time of entries this consumer is still working on, so that no other worker reclaims a batch
+        that is only slow (XCLAIM JUSTID by the owner: the delivery count is not raised)."""
+        if not ids:
+            return
+        try:
+            await self.client.xclaim(self.stream, self.group, consumer, 0, tuple(ids), justid=True)
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(type(exc).__name__) from exc
+
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         try:
             await self.client.xadd(
@@ -232,6 +244,9 @@ class MemoryQueue:
 
     async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[Delivery]:
         return []  # one process: nobody else can leave entries pending
+
+    async def renew(self, consumer: str, ids: list[str]) -> None:
+        return None  # nobody else could take them
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self.dead = [*self.dead[-99:], (delivery, reason)]

@@ -468,7 +468,7 @@ def test_a_gateway_sent_sigterm_ships_its_buffer_or_says_how_much_it_could_not(
         port = http.free_port()
         gw = serve(config, redis_server.url, port)
         try:
-            wait_until(lambda: ready(f"http://127.0.0.1:{port}"))
+            wait_until(lambda url=f"http://127.0.0.1:{port}": ready(url))
             if outage:
                 redis_server.stop()
             openai_client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
@@ -489,3 +489,65 @@ def test_a_gateway_sent_sigterm_ships_its_buffer_or_says_how_much_it_could_not(
             assert 2 <= stopping < 10  # the drain deadline, not forever
             redis_server.start()
     client.close()
+
+
+async def test_a_slow_batch_keeps_its_claim_and_a_dead_workers_batch_is_taken_promptly(
+    redis_server: RedisServer,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    class Slow:
+        name, method, batch_size = "slow", "slow/1", 64
+        calls = 0
+
+        def applies(self, sample: Sample) -> bool:
+            return True
+
+        async def close(self) -> None:
+            pass
+
+        async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
+            Slow.calls += len(samples)
+            await asyncio.sleep(1.5)  # five times claim_idle_ms
+            return [[Result(request_id=s.request_id, indicator="x", score=1.0, method=self.method, model=s.model)]
+                    for s in samples]  # fmt: skip
+
+    def open_queue() -> RedisStreamQueue:
+        return RedisStreamQueue.from_url(redis_server.url, 1.0, stream="s", group="g", dead_letter_stream="s:dead",
+                                         maxlen=1000, ttl_s=3600, max_attempts=3)  # fmt: skip
+
+    queue = open_queue()
+    store = RedisStore(queue.client, ttl_s=3600)
+    settings = WorkerSettings(claim_idle_ms=300, reclaim_every_s=0.05, block_ms=50)
+    registry = CollectorRegistry()  # the second worker's: what it reclaims
+    workers = [Worker(queue, store, [Slow()], JudgeMetrics(CollectorRegistry()), settings, consumer="first"),
+               Worker(queue, store, [Slow()], JudgeMetrics(registry), settings, consumer="second")]  # fmt: skip
+    await queue.put([Sample(request_id=f"r{i}", model="m").model_dump_json().encode() for i in range(5)])
+    stop = asyncio.Event()
+    first = asyncio.create_task(workers[0].run(stop))
+    await asyncio.sleep(0.2)  # the first worker holds the batch
+    second = asyncio.create_task(workers[1].run(stop))
+    for _ in range(100):
+        if len(await store.get("r4")) == 1 and (await queue.depth()).pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.gather(first, second)
+    assert Slow.calls == 5  # judged once: the second worker never took the slow batch
+    assert registry.get_sample_value("medic_judges_samples_reclaimed_total") == 0
+
+    # A worker that dies holding a batch: its entries are taken after claim_idle_ms, not a minute later.
+    await queue.put([Sample(request_id="orphan", model="m").model_dump_json().encode()])
+    assert len(await queue.read("dead-worker", 10, 50)) == 1  # read, never acknowledged nor renewed
+    stop = asyncio.Event()
+    started = time.monotonic()
+    survivor = asyncio.create_task(workers[1].run(stop))
+    for _ in range(200):
+        if len(await store.get("orphan")) == 1:
+            break
+        await asyncio.sleep(0.05)
+    taken_after = time.monotonic() - started
+    stop.set()
+    await survivor
+    assert len(await store.get("orphan")) == 1 and taken_after < 1.5 + 1.0  # claim_idle_ms + the slow judge + slack
+    await queue.close()
