@@ -175,7 +175,8 @@ class RedisStreamQueue:
         if not ids:
             return
         try:
-            await self.client.xclaim(self.stream, self.group, consumer, 0, tuple(ids), justid=True)
+            entries: list[Any] = list(ids)
+            await self.client.xclaim(self.stream, self.group, consumer, 0, entries, justid=True)
         except (RedisError, OSError) as exc:
             raise QueueUnavailable(type(exc).__name__) from exc
 
