@@ -150,7 +150,7 @@ class Sampler:
                 batch = [self._ready.popleft() for _ in range(min(self.batch_size, len(self._ready)))]
                 self._shipping = len(batch)
                 try:
-                    await self.queue.put(batch)
+                    trimmed = await self.queue.put(batch)
                 except QueueUnavailable as exc:
                     self._ready.extendleft(reversed(batch))  # back to the front, in order
                     self._shipping = 0
@@ -167,6 +167,8 @@ class Sampler:
                     self._shipping = 0
                 backoff = 0.0
                 self.metrics.samples_enqueued.inc(len(batch))
+                if trimmed:  # the stream is at its cap with samples no worker has read: the oldest went
+                    self.metrics.samples_dropped.labels("overload").inc(trimmed)
 
     async def _encode_next(self) -> None:
         """The next batch of the buffer, built, pseudonymised and encoded onto the ready queue."""

@@ -1,6 +1,6 @@
 """The sample queue between the gateway and the judges: Redis Streams, or in-process when embedded.
 
-Redis: XADD with approximate MAXLEN (and MINID trimming by age), one consumer group shared by every
+Redis: XADD, the stream capped at ``maxlen`` entries (and MINID trimming by age), one consumer group shared by every
 worker (XREADGROUP), XACK only after the results are stored, pending entries of a dead worker reclaimed
 once idle (XPENDING + XCLAIM), and entries delivered ``max_attempts`` times moved to a dead-letter stream.
 Delivery is at least once; the results store is idempotent, so a redelivered sample is not counted twice.
@@ -19,12 +19,34 @@ from redis.exceptions import RedisError, ResponseError
 from config import GatewayConfig
 
 FIELD = b"s"
-# XADD of every payload of a batch, trimmed like XADD MAXLEN ~ would: one call instead of one per sample.
+# XADD of every payload of a batch in one call, then the stream capped at ARGV[1] entries, oldest first. Acknowledged
+# entries stay in a stream until trimmed, so a cap normally removes judged samples; the script returns how many of
+# the entries it trimmed no worker of group ARGV[2] had read yet (overload: the judges are ``maxlen`` behind).
 APPEND = """
-for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', ARGV[i])
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 's', ARGV[i])
 end
-return #ARGV - 1
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then
+  return 0
+end
+local read = {0, 0}
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for j = 1, #group, 2 do fields[group[j]] = group[j + 1] end
+  if fields['name'] == ARGV[2] then
+    local ms, seq = string.match(fields['last-delivered-id'], '(%d+)-(%d+)')
+    read = {tonumber(ms), tonumber(seq)}
+  end
+end
+local unread = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)) do
+  local ms, seq = string.match(entry[1], '(%d+)-(%d+)')
+  ms, seq = tonumber(ms), tonumber(seq)
+  if ms > read[1] or (ms == read[1] and seq > read[2]) then unread = unread + 1 end
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
+return unread
 """
 
 
@@ -47,7 +69,9 @@ class Depth:
 
 
 class SampleQueue(Protocol):
-    async def put(self, payloads: list[bytes]) -> None: ...
+    async def put(self, payloads: list[bytes]) -> int:
+        """Queue all of ``payloads``; returns how many unread samples a full queue gave up for them (oldest first)."""
+        ...
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
 
@@ -96,15 +120,17 @@ class RedisStreamQueue:
         queue.max_block_ms = max(1, int(timeout_s * 500))  # half the socket timeout: a quiet stream is not an error
         return queue
 
-    async def put(self, payloads: list[bytes]) -> None:
-        """Append a batch with one command: the gateway pays one round trip and one reply per batch."""
+    async def put(self, payloads: list[bytes]) -> int:
+        """Append a batch with one command: the gateway pays one round trip and one reply per batch. Returns how many
+        unread samples the stream's cap pushed out (the oldest first)."""
         if not payloads:
-            return
+            return 0
         try:
-            await self._append(keys=[self.stream], args=[self.maxlen, *payloads])
+            trimmed = await self._append(keys=[self.stream], args=[self.maxlen, self.group, *payloads])
             await self._trim_by_age()
         except (RedisError, OSError) as exc:
             raise QueueUnavailable(type(exc).__name__) from exc
+        return int(trimmed)
 
     async def _trim_by_age(self) -> None:
         """Samples hold (pseudonymised) clinical text: none outlives ttl_s. Checked at most once a minute."""
@@ -218,12 +244,14 @@ class MemoryQueue:
         self._next = 0
         self.dead: list[tuple[Delivery, str]] = []
 
-    async def put(self, payloads: list[bytes]) -> None:
-        """All of ``payloads`` or none (QueueUnavailable when they do not all fit), so a retried put never repeats."""
+    async def put(self, payloads: list[bytes]) -> int:
+        """All of ``payloads`` or none (QueueUnavailable when they do not all fit), so a retried put never repeats;
+        the gateway's buffer holds them meanwhile."""
         if self._queue.maxsize and self._queue.qsize() + len(payloads) > self._queue.maxsize:
             raise QueueUnavailable("QueueFull")
         for payload in payloads:
             self._queue.put_nowait(payload)
+        return 0
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         try:

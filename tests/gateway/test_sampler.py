@@ -105,10 +105,10 @@ class DownQueue(MemoryQueue):
         super().__init__(1000)
         self.down = True
 
-    async def put(self, payloads: list[bytes]) -> None:
+    async def put(self, payloads: list[bytes]) -> int:
         if self.down:
             raise QueueUnavailable("ConnectionError")
-        await super().put(payloads)
+        return await super().put(payloads)
 
 
 async def test_a_queue_that_is_down_costs_no_sample_the_buffer_has_room_for() -> None:
@@ -167,6 +167,19 @@ async def test_stopping_ships_what_it_can_and_counts_the_rest() -> None:
     assert await back.stop(timeout_s=5) == 0  # a stop ships at once, without waiting for the linger or a backoff
     ids = [Sample.model_validate_json(d.payload).request_id for d in await queue.read("c", 100, 100)]
     assert ids == ["late"]
+
+
+async def test_samples_a_full_queue_gave_up_are_counted_as_overload() -> None:
+    class Full(MemoryQueue):
+        async def put(self, payloads: list[bytes]) -> int:
+            await super().put(payloads)
+            return 2  # as the Redis stream reports the unread samples its cap trimmed
+
+    s, metrics = sampler(Full(100), rate=1.0)
+    s.start()
+    s.consider(exchange("r1"), [])
+    await s.stop(timeout_s=5)
+    assert dropped(metrics) == {"overload": 2}
 
 
 def queue_errors(metrics: Metrics) -> float:

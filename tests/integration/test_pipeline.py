@@ -551,3 +551,17 @@ async def test_a_slow_batch_keeps_its_claim_and_a_dead_workers_batch_is_taken_pr
     await survivor
     assert len(await store.get("orphan")) == 1 and taken_after < 1.5 + 1.0  # claim_idle_ms + the slow judge + slack
     await queue.close()
+
+
+async def test_a_full_stream_gives_up_its_oldest_samples_and_counts_the_unread_ones(redis_server: RedisServer) -> None:
+    queue = RedisStreamQueue.from_url(redis_server.url, 1.0, stream="s", group="g", dead_letter_stream="s:dead",
+                                      maxlen=10, ttl_s=3600, max_attempts=3)  # fmt: skip
+    payloads = [Sample(request_id=f"r{i}", model="m").model_dump_json().encode() for i in range(20)]
+    assert await queue.put(payloads[:8]) == 0  # under the cap
+    read = await queue.read("w", 5, 50)  # r0-r4 read by a worker
+    await queue.ack([d.id for d in read[:3]])
+    assert await queue.put(payloads[8:16]) == 1  # 16 entries, cap 10: r0-r5 go, and of them only r5 was unread
+    assert await queue.put(payloads[16:20]) == 4  # r6-r9 go, none of them read
+    left = [Sample.model_validate_json(fields[b"s"]).request_id for _, fields in await queue.client.xrange("s")]
+    assert left == [f"r{i}" for i in range(10, 20)]  # the newest kept, in order
+    await queue.close()
