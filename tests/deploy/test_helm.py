@@ -550,3 +550,41 @@ def test_every_value_is_documented_in_the_chart_readme() -> None:
     assert len(rows) > 100
     assert list(undocumented(values, rows)) == [], "values missing from the README's table"
     assert [row for row in sorted(rows) if not exists(values, row)] == [], "README rows that are no values"
+
+
+def test_the_scaled_object_reacts_to_a_backlog_and_to_its_drain(
+    rendered: dict[str, list[Manifest]], redis_server: Any
+) -> None:
+    """What KEDA's redis-streams scaler would do with the rendered triggers, on a real Redis: it reads the group's
+    lag (XINFO GROUPS, Redis 7) for a trigger with lagCount and the pending count (XPENDING) for one with
+    pendingEntriesCount; the HPA it drives wants ceil(metric / target) replicas for the largest trigger, within
+    min and max. KEDA itself needs a cluster; this checks that the chart's triggers read the stream and group the
+    workers use and that their targets scale a backlog out and a drained stream back in."""
+    import math
+
+    import redis
+
+    scaled = one(rendered["full"], "ScaledObject", f"{BASE}-worker")
+    spec = scaled["spec"]
+    triggers = {t["name"]: t["metadata"] for t in spec["triggers"]}
+    client = redis.Redis.from_url(redis_server.url)
+
+    def wanted() -> int:
+        stream, group = triggers["lag"]["stream"], triggers["lag"]["consumerGroup"]
+        lag = next(g["lag"] for g in client.xinfo_groups(stream) if g["name"].decode() == group)
+        pending = client.xpending(triggers["pending"]["stream"], triggers["pending"]["consumerGroup"])["pending"]
+        want = max(math.ceil(lag / int(triggers["lag"]["lagCount"])),
+                   math.ceil(pending / int(triggers["pending"]["pendingEntriesCount"])))  # fmt: skip
+        return min(spec["maxReplicaCount"], max(spec["minReplicaCount"], want))
+
+    try:
+        client.xgroup_create("medic:samples", "judges", id="0", mkstream=True)
+        for i in range(1000):
+            client.xadd("medic:samples", {"s": f"sample {i}"})
+        assert wanted() == 5  # 1,000 unread samples, 200 a worker
+        taken = client.xreadgroup("judges", "w1", {"medic:samples": ">"}, count=1000)
+        assert wanted() == spec["maxReplicaCount"]  # 1,000 read and not yet judged, 64 a worker: as many as allowed
+        client.xack("medic:samples", "judges", *[entry_id for entry_id, _ in taken[0][1]])
+        assert wanted() == spec["minReplicaCount"]  # drained: back to the minimum
+    finally:
+        client.close()
