@@ -34,4 +34,5 @@ class WorkerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9464
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    judge_timeout_s: Annotated[float, Field(gt=0)] = 600.0  # one judge on one batch; past it: failed, retried
     embedded: bool = True  # without Redis, run the judges inside the gateway process

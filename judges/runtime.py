@@ -57,7 +57,7 @@ def worker_settings(config: GatewayConfig) -> WorkerSettings:
     return WorkerSettings(
         concurrency=config.worker.concurrency, read_count=config.queue.batch_size,
         claim_idle_ms=config.queue.claim_idle_ms, max_attempts=config.queue.max_attempts,
-        drain_timeout_s=config.worker.drain_timeout_s,
+        drain_timeout_s=config.worker.drain_timeout_s, judge_timeout_s=config.worker.judge_timeout_s,
     )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ class WorkerSettings:
     max_attempts: int = 3
     retry_backoff_s: float = 0.05
     drain_timeout_s: float = 30.0
+    judge_timeout_s: float = 600.0  # one judge on one batch: past it the call counts as failed (a judge that hangs)
 
 
 def worker_name() -> str:
@@ -180,7 +181,7 @@ class Worker:
         for attempt in range(self.settings.max_attempts):
             started = time.perf_counter()
             try:
-                per_sample = await judge.evaluate(samples)
+                per_sample = await asyncio.wait_for(judge.evaluate(samples), self.settings.judge_timeout_s)
                 if len(per_sample) != len(samples):
                     raise ValueError(f"{judge.name} returned {len(per_sample)} result lists for {len(samples)}")
             except Exception as exc:  # judges are plugins: any failure is retried, then isolated

@@ -565,3 +565,45 @@ async def test_a_full_stream_gives_up_its_oldest_samples_and_counts_the_unread_o
     left = [Sample.model_validate_json(fields[b"s"]).request_id for _, fields in await queue.client.xrange("s")]
     assert left == [f"r{i}" for i in range(10, 20)]  # the newest kept, in order
     await queue.close()
+
+
+async def test_a_judge_that_hangs_fails_after_its_timeout_and_its_samples_are_dead_lettered(
+    redis_server: RedisServer,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    class Hangs:
+        name, method, batch_size = "hangs", "hangs/1", 8
+
+        def applies(self, sample: Sample) -> bool:
+            return True
+
+        async def close(self) -> None:
+            pass
+
+        async def evaluate(self, samples: list[Sample]) -> list[list[Result]]:
+            await asyncio.sleep(3600)
+            return []
+
+    queue = RedisStreamQueue.from_url(redis_server.url, 1.0, stream="s", group="g", dead_letter_stream="s:dead",
+                                      maxlen=1000, ttl_s=3600, max_attempts=2)  # fmt: skip
+    store = RedisStore(queue.client, ttl_s=3600)
+    await queue.put([Sample(request_id="r1", model="m").model_dump_json().encode()])
+    registry = CollectorRegistry()
+    settings = WorkerSettings(judge_timeout_s=0.2, retry_backoff_s=0.001, block_ms=50, max_attempts=2)
+    worker = Worker(queue, store, [Hangs()], JudgeMetrics(registry), settings)
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(100):
+            if await queue.client.xlen("s:dead") == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await run
+    ((_, fields),) = await queue.client.xrange("s:dead")
+    assert fields[b"reason"] == b"judge_failed:hangs"
+    assert registry.get_sample_value("medic_judges_failures_total", {"judge": "hangs"}) == 2
+    assert (await queue.depth()).pending == 0
+    await queue.close()
