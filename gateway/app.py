@@ -21,6 +21,7 @@ from gateway.asgi import ClientGone, Receive, Request, Scope, Send, send_error, 
 from gateway.auth import KeyRing
 from gateway.evaluations import EVALUATIONS, Evaluations
 from gateway.metrics import Metrics
+from gateway.page import EVIDENCE, EvidencePage
 from gateway.pipeline import Pipeline
 from gateway.proxy import OPERATIONS, Proxy
 from gateway.tracing import Tracing, configure
@@ -57,6 +58,7 @@ class Gateway:
         self.proxy = Proxy(self.router, self.metrics, self.tracing, self.policies, config.server.validate_requests)
         self.pipeline = Pipeline(config, self.metrics, redis_url, events)
         self.evaluations = Evaluations(self.pipeline.store, config, self.keys.open)
+        self.evidence = EvidencePage(self.pipeline.store, config, self.keys.open, self.metrics.registry)
         self.monitor = None
         if self.policies is not None:
             models, every_s = self.router.named_models(), config.policies.monitor_every_s
@@ -154,7 +156,7 @@ class Gateway:
     async def control(self, request: Request, send: Send, request_id: str) -> None:
         """Everything that is not a model request: models, health, readiness, metrics."""
         path = request.path
-        readable = path in CONTROL_PATHS or path.startswith(EVALUATIONS)
+        readable = path in CONTROL_PATHS or path.startswith((EVALUATIONS, EVIDENCE))
         if path in OPERATIONS or (readable and request.method not in {"GET", "HEAD"}):
             allow = "POST" if path in OPERATIONS else "GET, HEAD"
             raise MethodNotAllowed(f"Method {request.method} is not allowed on {path}.", allow)
@@ -173,6 +175,8 @@ class Gateway:
             await send_json(send, 200, openapi.document(), request_id)
         elif path.startswith(EVALUATIONS):
             await self.evaluations.handle(request, send, request_id)
+        elif path == EVIDENCE or path.startswith(EVIDENCE + "/"):
+            await self.evidence.handle(request, send, request_id)
         elif path == "/v1/models":
             self.keys.tenant(request.authorization)
             await send_json(send, 200, orjson.dumps(await self.models(request.authorization)), request_id)

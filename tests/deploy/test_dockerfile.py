@@ -39,7 +39,8 @@ PACKAGES = tuple(p.rstrip("*") for p in SETUPTOOLS["packages"]["find"]["include"
 PACKAGE_DATA = {"policies/packs/clinical-default.yaml", "policies/data/max_doses.yaml", "policies/data/README.md",
                 "corpora/README.md", "corpora/medec/LICENSE", "corpora/medec/medec-ms-validation.csv",
                 "corpora/medsafetybench/LICENSE", "corpora/medsafetybench/category_9.csv",
-                "corpora/pubmedqa/LICENSE", "corpora/pubmedqa/pqal-dev.json"}  # fmt: skip
+                "corpora/pubmedqa/LICENSE", "corpora/pubmedqa/pqal-dev.json", "gateway/templates/overview.html",
+                "gateway/templates/exchange.html", "gateway/templates/base.html"}  # fmt: skip
 FINAL_STAGES = ("runtime", "gpu")
 PID_1 = "/proc/1/cmdline"
 
