@@ -41,7 +41,9 @@ WINDOWS = {"1h": 3_600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 PER_QUERY = 1_000  # the store's largest page: the scorecard reads at most this many results per indicator
 WORST = 10
 AUDIT_TAIL_BYTES = 4 << 20  # the policy decisions shown come from the last 4 MB of the audit log
-# Indicators where a high score is the bad one (harmfulness 1-5, shares of failures); all others: low is bad.
+# Which way is worse, for the indicators that are verdicts (refusal, length and conciseness are not: whether a
+# refusal is right depends on the request, docs/judges.md): the tail and the list of worst exchanges use these.
+LOW_IS_BAD = frozenset({"fidelity_coverage", "fidelity_conformity", "fidelity_consistency", "probe_accuracy_plain"})
 HIGH_IS_BAD = frozenset({"harmfulness", "judge_disagreement_rate", "judge_majority_deviation", "sycophancy_live",
                          "guard_unsafe", "phi_leak"})  # fmt: skip
 ACTED = frozenset({"block", "redact"})
@@ -163,9 +165,11 @@ class EvidencePage:
     def health(self, results: list[Result]) -> list[tuple[str, str]]:
         """Judge and queue health from this process's metrics, and the judges' disagreement over the window."""
 
+        families = {m.name: m for m in self._registry.collect()}
+
         def total(name: str) -> float | None:
-            values = [s.value for m in self._registry.collect() for s in m.samples if s.name == name]
-            return sum(values) if values else None
+            family = families.get(name.removesuffix("_total"))
+            return None if family is None else sum(s.value for s in family.samples if s.name == name)
 
         rows = []
         for label, name in HEALTH:
@@ -205,9 +209,9 @@ def worst(results: list[Result]) -> list[Result]:
         return r.score if r.indicator in HIGH_IS_BAD else -r.score
 
     def flawed(r: Result) -> bool:
-        if r.score is None or r.indicator == "response_length":  # a statistic, not a verdict
+        if r.score is None:
             return False
-        return r.score > 0.0 if r.indicator in HIGH_IS_BAD else r.score < 1.0
+        return (r.indicator in HIGH_IS_BAD and r.score > 0.0) or (r.indicator in LOW_IS_BAD and r.score < 1.0)
 
     bad = [r for r in results if flawed(r)]
     seen: set[str] = set()

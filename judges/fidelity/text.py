@@ -83,6 +83,9 @@ CASED: tuple[tuple[re.Pattern[str], str], ...] = (  # single capitals: "L knee",
     (re.compile(r"(?<![\w/])R(?=\s+[a-z]{3,})"), "right"),
     (re.compile(r"(?<![\w/])K(?=\s*[:=]?\s*\d)"), "potassium"),
 )
+# A pseudonymised sample's placeholders ("[NAME_1]", "[MRN_2]", pipeline/privacy.py) are one name each: one term
+# ("name1"), not a word and a number.
+_PLACEHOLDER = re.compile(r"\[([A-Z]+)_(\d+)\]")
 _EVERY_HOURS = re.compile(r"\bevery\s+(\d{1,2})\s*(?:hours|hrs?|h)\b", re.IGNORECASE)
 NUMBER_WORDS = {
     "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
@@ -148,6 +151,7 @@ class Statement:
 
 def normalise(text: str) -> str:
     """The text with clinical abbreviations expanded to one canonical form ("pt" -> "patient")."""
+    text = _PLACEHOLDER.sub(lambda m: f" {m.group(1).lower()}{m.group(2)} ", text)
     text = _EVERY_HOURS.sub(lambda m: f"q{m.group(1)}h", text)
     for pattern, replacement in (*CASED, *_ABBREVIATIONS):
         text = pattern.sub(replacement, text)

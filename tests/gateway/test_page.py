@@ -108,3 +108,43 @@ async def test_evidence_is_escaped(served: tuple[GatewayServer, str, str]) -> No
     html = page(gw, "/evidence/r-%3Cb%3E") + page(gw, "/evidence")
     assert "<script>" not in html and "&lt;script&gt;" in html and "<img>" not in html
     assert json.dumps("<b>") not in html
+
+
+def test_a_person_with_a_browser_finds_the_block_and_the_changed_fact(
+    served: tuple[GatewayServer, str, str], tmp_path: Path
+) -> None:
+    """Playwright driving Debian's Chromium, headless: log in with the admin key as the password, read the
+    scorecard, open the unfaithful summary from the list of worst exchanges. MEDIC_SCREENSHOTS=DIR keeps the
+    screenshots (docs/images holds the ones in the README)."""
+    import os
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    gw, summary, blocked = served
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "scripts/test installs Debian's chromium"
+    shots = Path(os.environ.get("MEDIC_SCREENSHOTS") or tmp_path)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(http_credentials={"username": "safety-lead", "password": ADMIN},
+                                          viewport={"width": 1280, "height": 900})  # fmt: skip
+            tab = context.new_page()
+            tab.goto(f"{gw.url}/evidence")
+            assert "m" in tab.locator("#scorecard").inner_text()
+            assert "fidelity_conformity" in tab.locator("#scorecard").inner_text()
+            blocks = tab.locator("#blocked").inner_text()
+            assert "dose-above-max" in blocks and "block" in blocks
+            tab.screenshot(path=str(shots / "evidence-overview.png"), full_page=True)
+            overview_text = tab.locator("body").inner_text()
+            tab.locator(f'#worst a[href="/evidence/{summary}"]').click()
+            tab.wait_for_url(f"**/evidence/{summary}")
+            evidence = tab.locator("body").inner_text()
+            assert "contradicted" in evidence and "streptococcus" in evidence.lower()
+            tab.screenshot(path=str(shots / "evidence-exchange.png"), full_page=True)
+            for text in (overview_text, evidence):
+                assert not any(secret in text for secret in ("Jane", "Roe", "4471923", "2024-03-02"))
+        finally:
+            browser.close()
+    assert (shots / "evidence-overview.png").stat().st_size > 10_000

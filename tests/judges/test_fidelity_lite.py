@@ -275,3 +275,12 @@ def test_a_finding_is_counted_from_the_judges_threshold() -> None:
     task = classify(sample("She has high blood pressure.", "Summarise the following note:\nShe has hypertension."))
     assert score(task).consistency == 1.0
     assert score(task, confident=0.0).consistency == 0.0
+
+
+def test_a_placeholder_is_one_name_and_another_placeholder_another_person() -> None:
+    (sentence,) = statements("[NAME_1] was started on warfarin 5 mg.")
+    assert "name1" in sentence.terms and "1" not in sentence.terms
+    same = judged("[NAME_1] was started on warfarin 5 mg.", "[NAME_1] was started on warfarin 5 mg daily.")
+    assert same["fidelity_conformity"].score == 1.0
+    other = judged("[NAME_2] was started on warfarin 5 mg daily.", "[NAME_1] was started on warfarin 5 mg daily.")
+    assert other["fidelity_conformity"].score == 0.0  # the answer puts the drug on someone else
