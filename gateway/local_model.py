@@ -125,7 +125,7 @@ MODELS = {
     )
 }  # fmt: skip
 DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
-DEMO_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+DEMO_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"  # what `serve --local-model` and scripts/serve start
 
 
 class LocalModelError(RuntimeError):

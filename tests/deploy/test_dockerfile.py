@@ -246,7 +246,7 @@ def test_healthcheck_follows_the_role_of_the_main_process(
     )
     gateway_port, worker_port = _free_port(), _free_port()
     try:
-        gateway = processes(["serve", "--demo", "--port", str(gateway_port)], tmp_path)
+        gateway = processes(["serve", "--upstream", "http://127.0.0.1:9/v1", "--port", str(gateway_port)], tmp_path)
         worker = processes(["worker", "--config", str(config), "--port", str(worker_port)], tmp_path,
                            {"MEDIC_REDIS_URL": redis.url})  # fmt: skip
         _wait(lambda: _check(gateway.pid) == 0, "the gateway's health check passes")

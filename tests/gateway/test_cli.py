@@ -118,14 +118,6 @@ def test_serve_upstream_forwards_every_model_and_says_it_is_open(
     assert "hi" not in output.split("medic-gateway on")[-1].replace("http", "")  # no content in logs
 
 
-def test_demo_mode_is_labelled(served: Callable[..., Served]) -> None:
-    gateway = served("--demo")
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="anything", max_retries=0)
-    reply = client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "hi"}])
-    assert "DEMO upstream" in (reply.choices[0].message.content or "")
-    assert "DEMO MODE" in gateway.stop()
-
-
 def test_sigterm_lets_a_stream_in_flight_finish(
     served: Callable[..., Served], fake_upstream: Callable[[], FakeUpstream]
 ) -> None:

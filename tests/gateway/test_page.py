@@ -121,7 +121,7 @@ def test_a_person_with_a_browser_finds_the_block_and_the_changed_fact(
 
     from playwright.sync_api import sync_playwright
 
-    gw, summary, blocked = served
+    gw, summary, _ = served
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "scripts/test installs Debian's chromium"
     shots = Path(os.environ.get("MEDIC_SCREENSHOTS") or tmp_path)

@@ -170,3 +170,37 @@ async def test_a_scheduled_round_stores_its_results(engine: Engine, tmp_path: Pa
         await store.close()
     assert report is not None and report.errors == 0
     assert {r.indicator for r in stored} >= {"probe_accuracy_plain", "sycophancy_raw"}
+
+
+def test_serve_starts_a_real_model_and_forwards_to_it(engine: Engine, tmp_path: Path) -> None:
+    """`medic-gateway serve --local-model NAME` (what scripts/serve runs with no arguments): a progress line while
+    the model loads, then the gateway in front of it, answering with the model's own words."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.fakes import http
+
+    port = http.free_port()
+    served = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--local-model", engine.name, "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if http.request(f"http://127.0.0.1:{port}", "GET", "/readyz").status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        reply = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Say hello."}],
+                                               max_tokens=16)  # fmt: skip
+        assert reply.choices[0].message.content  # the model's own words (it echoes the name it was asked for)
+    finally:
+        served.send_signal(signal.SIGTERM)
+        served.wait(30)
+    log = served.stderr.read().decode() if served.stderr else ""
+    assert "local-model: loading" in log and f"serving {engine.name}@" in log and "a real model on this machine" in log
