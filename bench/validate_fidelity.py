@@ -150,6 +150,7 @@ class Note:
     text_id: str
     error_type: str
     source: str  # the corrected note as in the data
+    text: str  # the note with its error as in the data
     erroneous: tuple[Unit, ...]
     corrected: tuple[Unit, ...]
     error_index: int
@@ -265,6 +266,7 @@ def note(row: dict[str, str]) -> Note | None:
         text_id=row["Text ID"],
         error_type=row["Error Type"],
         source=row["Corrected Text"].strip(),
+        text=row["Text"].strip(),
         erroneous=(*erroneous[:head], error, *erroneous[len(erroneous) - tail :]),
         corrected=(*corrected[:head], fix, *corrected[len(corrected) - tail :]),
         error_index=head,
@@ -463,20 +465,16 @@ def cases(generator: str, notes: Sequence[Note], pairs: Sequence[Pair], cache: d
     from bench.rewrites import independent
 
     rewrite = {"clinical-rewording": independent.clinical_rewording, "plain-words": independent.plain_words}[generator]
-    return [Case(generator, n, rewrite(_text(n.erroneous), 0), rewrite(n.source, 0)) for n in notes]
-
-
-def _text(units: Sequence[Unit]) -> str:
-    return render([Piece(u.text, u.line, None) for u in units]).text
+    return [Case(generator, n, rewrite(n.text, 0), rewrite(n.source, 0)) for n in notes]
 
 
 def _paraphrased(note: Note, cache: dict[str, Any]) -> tuple[str, str] | None:
     """The note's two versions with the model's kept paraphrases, when the cache holds every sentence of both."""
     from bench import paraphrase_medec
 
-    texts = (_text(note.erroneous), note.source)
-    if not all(paraphrase_medec.covered(text, cache) for text in texts):
-        return None
+    texts = (note.text, note.source)
+    if any(len(set(paraphrase_medec.coverage(text, cache)[:2])) > 1 for text in texts):
+        return None  # a sentence the cache has not been asked
     return paraphrase_medec.paraphrased(texts[0], cache), paraphrase_medec.paraphrased(texts[1], cache)
 
 
