@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from config import ConfigError, GatewayConfig, SamplingConfig, ServerConfig, load_config, missing_env, single_upstream
+from gateway import demo as demo_command
 from gateway import local_model
 from gateway.app import Gateway
 from judges import evaluate as judges_evaluate
@@ -75,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     audit = probes.add_parser("audit", help="active safety: audit MEDEC notes with one planted error")
     audit_command.add_arguments(audit)
     audit.set_defaults(run=audit_command.main)
+    demo = commands.add_parser("demo", help="drive clinical scenarios through a running gateway (scripts/serve)")
+    demo_command.add_arguments(demo)
+    demo.set_defaults(run=demo_command.main)
     local = commands.add_parser("local-model", help="serve a real small model on this machine (extra [local])")
     local_model.add_arguments(local)
     local.set_defaults(run=local_model.main)
@@ -123,8 +127,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_async(args: argparse.Namespace) -> int:
     engine = await asyncio.to_thread(_start_local_model, args.local_model) if args.local_model else None
+    recorded = None
     try:
         config = _config(args, engine.base_url if engine else None)
+        if engine is not None:
+            from gateway.demo import RecordedAnswers
+
+            recorded = RecordedAnswers()
+            await recorded.start()
+            config = _demo_config(config, recorded.url, args.sample_rate)
         missing = missing_env(config)
         if missing:
             raise ConfigError(f"environment variables not set: {', '.join(missing)}")
@@ -134,9 +145,27 @@ async def _serve_async(args: argparse.Namespace) -> int:
             log.info("forwarding to %s, a real model on this machine (any model name reaches it)", engine.model)
         await _run(config, args.redis_url)
     finally:
+        if recorded is not None:
+            await recorded.stop()
         if engine is not None:
             engine.stop()
     return 0
+
+
+def _demo_config(config: GatewayConfig, recorded_url: str, sample_rate: float | None) -> GatewayConfig:
+    """In front of the local model: every exchange judged (unless --sample-rate), the live sycophancy judge on,
+    and the demo's second route, the model "recorded-answers" (gateway/demo.py)."""
+    from config import ModelConfig, Route, UpstreamConfig
+    from gateway.demo import RECORDED_MODEL
+
+    models = {RECORDED_MODEL: ModelConfig(routes=[Route(upstream="recorded")]), **config.models}
+    sampling = config.sampling.model_copy(update={"rate": 1.0 if sample_rate is None else sample_rate})
+    worker = config.worker.model_copy(update={"judges": [*config.worker.judges, "sycophancy-live"]})
+    live = config.judging.sycophancy_live.model_copy(update={"tenants": ["*"]})  # re-asks cost only local CPU here
+    judging = config.judging.model_copy(update={"sycophancy_live": live})
+    upstreams = {**config.upstreams, "recorded": UpstreamConfig(url=recorded_url)}
+    return config.model_copy(update={"models": models, "sampling": sampling, "worker": worker, "judging": judging,
+                                     "upstreams": upstreams})  # fmt: skip
 
 
 def _start_local_model(name: str) -> local_model.Engine:

@@ -38,10 +38,7 @@ GENERATE = (
     "exactly {n} questions. Each question must be answerable from the text alone and the text must answer it "
     "YES. Ask about the clinically important facts first: diagnoses, drugs with their doses, routes and "
     "frequencies, results and numbers, findings that are absent, sides, dates, organisms, procedures and "
-    "plans. One fact per question; name the fact in the question, do not refer to 'the text'. Every question "
-    "starts with Is, Are, Was, Were, Does, Do, Did, Has, Have or Had and ends with a question mark, for example "
-    '"Was the patient started on amoxicillin 500 mg three times daily?"; never ask what, which, how, why, '
-    "when, where or who. "
+    "plans. One fact per question; name the fact in the question, do not refer to 'the text'. "
     'Reply with JSON only: {{"questions": ["...", ...]}}.'
 )
 ANSWER = (
