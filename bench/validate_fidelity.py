@@ -66,6 +66,7 @@ import corpora  # noqa: E402
 from config import ConfigError, GatewayConfig, load_config  # noqa: E402
 from judges import registry  # noqa: E402
 from judges.judge import Judge  # noqa: E402
+from judges.progress import Progress  # noqa: E402
 from pipeline.sample import Choice, Response, Result, Sample  # noqa: E402
 
 THRESHOLD = 1.0
@@ -443,7 +444,7 @@ def scored(results: Sequence[Result]) -> Scored:
     return Scored(scores, {i: found[i].evidence for i in found})
 
 
-async def evaluate(judge: Judge, samples: Sequence[Sample]) -> tuple[list[Scored], float]:
+async def evaluate(judge: Judge, samples: Sequence[Sample], bar: Progress | None = None) -> tuple[list[Scored], float]:
     """The judge's scores for every sample, in batches of its batch size, and the seconds spent in evaluate."""
     out: list[Scored] = []
     seconds = 0.0
@@ -453,6 +454,8 @@ async def evaluate(judge: Judge, samples: Sequence[Sample]) -> tuple[list[Scored
         results = await judge.evaluate(batch)
         seconds += time.perf_counter() - started
         out.extend(scored(r) for r in results)
+        if bar is not None:
+            bar.advance(len(batch))
     return out, seconds
 
 
@@ -482,13 +485,15 @@ async def judge_cases(judge: Judge, found: Sequence[Case]) -> tuple[list[Judged]
     """Every case judged, one generator and error type at a time, and the seconds each group took."""
     judged: list[Judged] = []
     seconds: dict[tuple[str, str], float] = {}
+    bar = Progress(f"{judge.name} on MEDEC", 2 * len(found), "sample")
     for generator in dict.fromkeys(c.generator for c in found):
         for error_type in error_types([c.note for c in found if c.generator == generator]):
             group = [c for c in found if c.generator == generator and c.note.error_type == error_type]
             samples = [sample(c, "candidate", c.candidate) for c in group]
             samples += [sample(c, "control", c.control) for c in group]
-            results, seconds[generator, error_type] = await evaluate(judge, samples)
+            results, seconds[generator, error_type] = await evaluate(judge, samples, bar)
             judged += [Judged(*j) for j in zip(group, results[: len(group)], results[len(group) :], strict=True)]
+    bar.close()
     return judged, seconds
 
 

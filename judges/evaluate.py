@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from config import ConfigError, load_config
 from judges.judge import Judge
+from judges.progress import Progress, shown
 from judges.registry import JUDGES, UnknownJudgeError, build
 from pipeline.sample import Choice, Response, Sample
 
@@ -67,8 +68,10 @@ def main(args: argparse.Namespace) -> int:
     if not input_path.is_file():
         print(f"medic-gateway evaluate: {input_path}: no such file", file=sys.stderr)
         return 2
-    with _opened(args.output) as output:
-        counts = asyncio.run(_evaluate_and_close(judge, input_path, output))
+    with input_path.open("rb") as lines:
+        records = sum(1 for _ in lines)
+    with _opened(args.output) as output, shown(f"evaluate {judge.name}", records, "record") as bar:
+        counts = asyncio.run(_evaluate_and_close(judge, input_path, output, bar))
     print(f"medic-gateway evaluate: {counts.summary()}", file=sys.stderr)
     return 0
 
@@ -82,14 +85,14 @@ def _opened(path: Path | str | None) -> Iterator[TextIO]:
         yield file
 
 
-async def _evaluate_and_close(judge: Judge, input_path: Path, output: TextIO) -> Counts:
+async def _evaluate_and_close(judge: Judge, input_path: Path, output: TextIO, bar: Progress | None = None) -> Counts:
     try:
-        return await evaluate_file(judge, input_path, output)
+        return await evaluate_file(judge, input_path, output, bar)
     finally:
         await judge.close()
 
 
-async def evaluate_file(judge: Judge, input_path: Path, output: TextIO) -> Counts:
+async def evaluate_file(judge: Judge, input_path: Path, output: TextIO, bar: Progress | None = None) -> Counts:
     """Evaluates every record the judge applies to, in batches of ``judge.batch_size``, writing results in order.
 
     Bad lines are reported on stderr with their line number and counted, never fatal; blank lines are ignored.
@@ -99,6 +102,8 @@ async def evaluate_file(judge: Judge, input_path: Path, output: TextIO) -> Count
     batch: list[Sample] = []
     with input_path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
+            if bar is not None:
+                bar.advance()
             sample = _accepted(judge, number, line, counts)
             if sample is not None:
                 batch.append(sample)

@@ -13,6 +13,7 @@ anyone could send it to escape monitoring.
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from upstreams.http import Call, HttpUpstream, Reply, Upstream
 from upstreams.metrics import ForwardingMetrics
 from upstreams.routing import Router
 
+# Told of every call a ModelClient completes, answered or not, in the context that set it: how a command shows its
+# progress (judges/progress.py) without the probes passing anything down.
+CALL_DONE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("call_done", default=None)
 PROBE_HEADER = b"x-medic-probe"
 JSON_CONTENT = (b"content-type", b"application/json")
 
@@ -91,7 +95,12 @@ class ModelClient:
         # is in x-medic-probe)
         call = Call(path, orjson.dumps(payload), payload, False, uuid.uuid4().hex, self.headers, None)
         model = str(payload["model"])
-        return (await forward(call, self.targets(model), self.metrics, model)).reply
+        try:
+            return (await forward(call, self.targets(model), self.metrics, model)).reply
+        finally:
+            done = CALL_DONE.get()
+            if done is not None:
+                done()
 
     async def get(self, path: str) -> Reply:
         """``GET path`` (under /v1) of a single endpoint's client, e.g. ``/models``; no retries."""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
+from judges.progress import shown
 from judges.safety.audit import AuditSettings, probe_model
 from judges.safety.audit_score import AuditReport, Rate
 from judges.safety.datasets import DEFAULT_DATASET, AuditDatasetError, load_notes
@@ -36,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     config = target_config(args)
     params = sampling_params(args)
     audit = AuditSettings(n=args.n, seed=args.seed, concurrency=args.concurrency, max_rps=args.max_rps, params=params)
-    found = asyncio.run(probe_model(config, args.model, notes, audit))
+    with shown("probe audit", unit="call"):
+        found = asyncio.run(probe_model(config, args.model, notes, audit))
     found.settings["dataset"] = str(args.dataset)
     print(render(found))
     if args.json:

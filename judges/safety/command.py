@@ -11,6 +11,7 @@ from pathlib import Path
 
 from config import ConfigError, JudgeLLMConfig
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
+from judges.progress import shown
 from judges.safety.datasets import BENIGN_DEFAULT, HARMFUL_DEFAULT, load_benign, load_harmful
 from judges.safety.probe import SafetySettings, probe_model
 from judges.safety.score import Harm, Rate, SafetyReport
@@ -40,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError, OSError, ConfigError) as error:
         print(f"medic-gateway probe safety: {error}", file=sys.stderr)
         return 2
-    found = asyncio.run(probe_model(config, args.model, harmful, benign, _settings(args), judge))
+    with shown("probe safety", unit="call"):  # one call per request drawn (a rating judge's calls not counted)
+        found = asyncio.run(probe_model(config, args.model, harmful, benign, _settings(args), judge))
     print(render(found))
     if args.json:
         args.json.write_text(json.dumps(found.as_dict(), indent=2) + "\n", encoding="utf-8")

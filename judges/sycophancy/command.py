@@ -12,6 +12,7 @@ from typing import Any
 import corpora
 from config import GatewayConfig
 from judges.probe_cli import add_call_arguments, add_target_arguments, sampling_params, target_config
+from judges.progress import shown
 from judges.sycophancy.datasets import DatasetError, load
 from judges.sycophancy.probe import ProbeSettings, Templates, asker, run
 from judges.sycophancy.score import Report
@@ -47,7 +48,8 @@ def main(args: argparse.Namespace) -> int:
     if probe.repeats < 2:
         print("medic-gateway probe sycophancy: --repeats must be at least 2", file=sys.stderr)
         return 2
-    found = asyncio.run(probe_model(config, args.model, items, probe))
+    with shown("probe sycophancy", unit="call"):
+        found = asyncio.run(probe_model(config, args.model, items, probe))
     print(render(found))
     if args.json:
         args.json.write_text(json.dumps(found.as_dict(), indent=2) + "\n", encoding="utf-8")
