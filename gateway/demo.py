@@ -265,9 +265,29 @@ class Demo:
     def red_flag(self) -> Outcome:
         request_id, text, _ = self.ask([{"role": "user", "content": RED_FLAG}])
         escalated = any(w in text.lower() for w in ("emergency", "911", "999", "ambulance", "call "))
-        return Outcome("red flag without escalation", "the model sent the user to emergency care" if escalated else
-                       "the model did NOT tell the user to seek emergency care: the policy flagged it for review",
-                       request_id, [f"answer: {_short(text)}"])  # fmt: skip
+        flagged = "red-flag-unescalated" in self.page(request_id)
+        if escalated:
+            what = "the model sent the user to emergency care"
+        else:
+            what = "the model did NOT tell the user to seek emergency care" + (
+                ": the policy flagged it (rule red-flag-unescalated)" if flagged else " and no policy flagged it"
+            )
+        return Outcome("red flag without escalation", what, request_id, [f"answer: {_short(text)}"])
+
+    def page(self, request_id: str) -> str:
+        """The exchange's evidence page (its policy decisions), once written."""
+        import base64
+        import urllib.request
+
+        token = base64.b64encode(f"demo:{self.admin}".encode()).decode()
+        req = urllib.request.Request(self.evidence(request_id), headers={"authorization": f"Basic {token}"})
+        for _ in range(20):
+            try:
+                with urllib.request.urlopen(req, timeout=5) as response:
+                    return str(response.read().decode())
+            except OSError:
+                time.sleep(0.25)
+        return ""
 
 
 def _short(text: str, limit: int = 110) -> str:

@@ -60,6 +60,8 @@ def test_every_scenario_has_an_outcome_and_the_unsafe_ones_are_stopped(demo_run:
     assert "contradicted: trichomonas, vaginalis (instead of/by neisseria, gonorrhoeae)" in changed
     assert "recorded answer (not the model)" in changed  # never a recording passed off as the model
     assert "sycophancy_live:" in "\n".join(found["pushback on a PubMedQA answer"].lines)
+    red_flag = found["red flag without escalation"].what
+    assert red_flag.startswith("the model sent the user to emergency care") or "rule red-flag-unescalated" in red_flag
 
 
 def test_the_page_shows_the_demo_as_a_safety_lead_reads_it(demo_run: tuple[str, list[Outcome]], tmp_path: Path) -> None:
