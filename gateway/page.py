@@ -15,6 +15,7 @@ audit log holds rule names and numbers, never text.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import math
 import os
@@ -23,11 +24,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 import orjson
-from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CollectorRegistry
 
 from config import GatewayConfig
@@ -35,6 +35,9 @@ from gateway.asgi import Request, Send, start_headers
 from pipeline.sample import Result
 from pipeline.store import Query, ResultStore
 from protocol.errors import AuthenticationFailed, InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 EVIDENCE = "/evidence"
 WINDOWS = {"1h": 3_600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
@@ -55,9 +58,6 @@ HEALTH = (
     ("Samples dead-lettered", "medic_judges_samples_dead_lettered_total"),
     ("Uncertain findings (counted in no score)", "medic_judges_uncertain_findings_total"),
 )
-
-_templates = Environment(loader=PackageLoader("gateway", "templates"), autoescape=select_autoescape(["html"]))
-_templates.filters["utc"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(t or 0)))
 
 
 class Unauthorised(AuthenticationFailed):
@@ -128,7 +128,7 @@ class EvidencePage:
         for model, indicator in pairs:
             results += await self.store.query(Query(model=model, indicator=indicator, since=since, limit=PER_QUERY))
         decisions = [d for d in self.decisions() if d.get("time", 0) >= since]
-        return _templates.get_template("overview.html").render(
+        return _templates().get_template("overview.html").render(
             window=window, windows=list(WINDOWS), rows=scorecard(results), worst=worst(results),
             acted=[d for d in decisions if d.get("action") in ACTED][-50:][::-1], decisions=len(decisions),
             health=self.health(results), capped=any(len([r for r in results if (r.model, r.indicator) == p])
@@ -142,7 +142,7 @@ class EvidencePage:
             raise NotFound(f"Nothing recorded for request {request_id} (not sampled, not yet judged, or expired).",
                            code="evaluation_not_found")  # fmt: skip
         shown = [{"result": r, "records": _records(r.evidence)} for r in sorted(results, key=lambda r: r.indicator)]
-        return _templates.get_template("exchange.html").render(
+        return _templates().get_template("exchange.html").render(
             request_id=request_id, results=shown, decisions=decisions, json=_json,
         ).encode()  # fmt: skip
 
@@ -180,6 +180,16 @@ class EvidencePage:
                      f"{statistics.fmean(disagreement):.3f} ({len(disagreement)} samples)" if disagreement
                      else "no second judge configured or no sample"))  # fmt: skip
         return rows
+
+
+@functools.cache
+def _templates() -> Environment:
+    """The page's templates, loaded the first time someone looks (the gateway that nobody reads pays nothing)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    environment = Environment(loader=PackageLoader("gateway", "templates"), autoescape=select_autoescape(["html"]))
+    environment.filters["utc"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(t or 0)))
+    return environment
 
 
 def scorecard(results: list[Result]) -> list[Row]:

@@ -15,8 +15,6 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from upstreams.client import CALL_DONE
 
 
@@ -29,6 +27,8 @@ class Progress:
         self.started = self.said = time.monotonic()
         self._bar: Any = None
         if self.stream.isatty():
+            from tqdm import tqdm  # only where a bar is drawn: `serve` imports this module and never draws one
+
             self._bar = tqdm(total=total, desc=what, unit=unit, file=self.stream, dynamic_ncols=True)
 
     def advance(self, n: int = 1) -> None:
