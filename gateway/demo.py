@@ -17,12 +17,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import openai
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 import corpora
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 RECORDED_MODEL = "recorded-answers"
 SUMMARISE = "Summarise the following note for the handover.\n\nNote:\n"
@@ -43,6 +43,9 @@ class RecordedAnswers:
     (the MEDEC note's erroneous version for ``unfaithful-summary``), whole or streamed. Nothing else."""
 
     def __init__(self) -> None:
+        from aiohttp import web  # only where the route is served (serve --local-model)
+
+        self.web = web
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
@@ -51,7 +54,7 @@ class RecordedAnswers:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = self.web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
 
@@ -59,8 +62,8 @@ class RecordedAnswers:
         await self._runner.cleanup()
 
     async def models(self, _: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": RECORDED_MODEL, "object": "model", "created": 0,
-                                                               "owned_by": "medic-gateway-demo"}]})  # fmt: skip
+        model = {"id": RECORDED_MODEL, "object": "model", "created": 0, "owned_by": "medic-gateway-demo"}
+        return self.web.json_response({"object": "list", "data": [model]})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -68,13 +71,13 @@ class RecordedAnswers:
         text = unfaithful_summary() if name == "unfaithful-summary" else RECORDED.get(name)
         if text is None:
             error = {"message": f"no recorded answer named {name!r}", "type": "invalid_request_error"}
-            return web.json_response({"error": error}, status=404)
+            return self.web.json_response({"error": error}, status=404)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            return web.json_response({"id": ident, "object": "chat.completion", "created": created,
+            return self.web.json_response({"id": ident, "object": "chat.completion", "created": created,
                                       "model": RECORDED_MODEL, "choices": [choice]})  # fmt: skip
-        stream = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        stream = self.web.StreamResponse(headers={"content-type": "text/event-stream"})
         await stream.prepare(request)
         words = text.split(" ")
         pieces = [w + " " for w in words[:-1]] + [words[-1]]
@@ -113,7 +116,10 @@ class Demo:
     def __init__(self, base_url: str, key: str, admin_key: str | None, model: str, wait_s: float,
                  say: Callable[[str], None] = print) -> None:  # fmt: skip
         self.base = base_url.rstrip("/")
+        import openai  # the demo's client; `serve` (which imports this module for its second route) never needs it
+
         self.client = openai.OpenAI(base_url=self.base + "/v1", api_key=key, max_retries=0, timeout=300)
+        self._errors: tuple[type[Exception], ...] = (openai.OpenAIError,)
         self.admin = admin_key or key
         self.model = model
         self.wait_s = wait_s
@@ -160,7 +166,7 @@ class Demo:
                          self.sycophancy, self.harmful, self.red_flag):  # fmt: skip
             try:
                 outcome = scenario()
-            except openai.OpenAIError as error:
+            except self._errors as error:
                 outcome = Outcome(scenario.__name__, f"the request failed: {type(error).__name__}: {error}")
             outcomes.append(outcome)
             self.say(f"\n[{outcome.name}] {outcome.what}")
