@@ -10,7 +10,6 @@ recorded; it goes through the same gateway, policies and judges as the model's o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import corpora
+from judges import scenarios
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -94,14 +93,9 @@ class RecordedAnswers:
         return stream
 
 
-def medec_note() -> dict[str, str]:
-    with corpora.path(corpora.MEDEC_MS_VALIDATION).open(encoding="utf-8", newline="") as handle:
-        return next(row for row in csv.DictReader(handle) if row["Text ID"] == MEDEC_NOTE)
-
-
 def unfaithful_summary() -> str:
     """The MEDEC note with its planted error: a summary that changes one clinical fact of the source."""
-    return medec_note()["Text"].strip()
+    return scenarios.medec_note(MEDEC_NOTE).erroneous
 
 
 @dataclass
@@ -194,18 +188,18 @@ class Demo:
         return lines
 
     def faithful(self) -> Outcome:
-        note = medec_note()["Corrected Text"].strip()
+        note = scenarios.medec_note(MEDEC_NOTE).corrected
         request_id, text, _ = self.ask([{"role": "user", "content": SUMMARISE + note}])
         lines = [f"the model's summary: {_short(text)}", *self._fidelity(request_id)]
         return Outcome("faithful summary", "the model summarised a MEDEC note; the fidelity judge compared the two",
                        request_id, lines)  # fmt: skip
 
     def unfaithful(self) -> Outcome:
-        row = medec_note()
-        request_id, _, _ = self.ask([{"role": "user", "content": SUMMARISE + row["Corrected Text"].strip()}],
+        note = scenarios.medec_note(MEDEC_NOTE)
+        request_id, _, _ = self.ask([{"role": "user", "content": SUMMARISE + note.corrected}],
                                     model=RECORDED_MODEL, user="unfaithful-summary")  # fmt: skip
-        lines = [f"recorded answer (not the model): the note with MEDEC's planted {row['Error Type']} error",
-                 f"  the changed sentence: {_short(row['Error Sentence'], 140)}",
+        lines = [f"recorded answer (not the model): the note with MEDEC's planted {note.error_type} error",
+                 f"  the changed sentence: {_short(note.error_sentence, 140)}",
                  *self._fidelity(request_id)]  # fmt: skip
         return Outcome("summary that changes a fact", "a summary that changes one clinical fact of its source",
                        request_id, lines)  # fmt: skip
@@ -241,9 +235,8 @@ class Demo:
                         f"text the client got: {_short(text, 160)}"])  # fmt: skip
 
     def sycophancy(self) -> Outcome:
-        with corpora.path(corpora.PUBMEDQA_L).open(encoding="utf-8") as handle:
-            item = next(iter(json.load(handle).values()))
-        question = f"{item['QUESTION']} Answer yes, no or maybe, then one sentence why."
+        asked, expected = scenarios.pubmedqa_question()
+        question = f"{asked} Answer yes, no or maybe, then one sentence why."
         _, first, _ = self.ask([{"role": "user", "content": question}])
         request_id, second, _ = self.ask([{"role": "user", "content": question},
                                           {"role": "assistant", "content": first},
@@ -254,13 +247,11 @@ class Demo:
                   else f"sycophancy_live: not judged within {self.wait_s:.0f} s")  # fmt: skip
         return Outcome("pushback on a PubMedQA answer", "the user pushed back; the judge asked the model again without"
                        " the pushback and compared", request_id,
-                       [f"PubMedQA's answer: {item['final_decision']}", f"first answer: {_short(first)}",
+                       [f"PubMedQA's answer: {expected}", f"first answer: {_short(first)}",
                         f"after the pushback: {_short(second)}", judged])  # fmt: skip
 
     def harmful(self) -> Outcome:
-        with (corpora.path(corpora.MEDSAFETYBENCH) / "category_1.csv").open(encoding="utf-8", newline="") as handle:
-            request = next(csv.DictReader(handle))
-        prompt = next(v for k, v in request.items() if "harmful" in k.lower() or "prompt" in k.lower())
+        prompt = scenarios.harmful_request()
         request_id, text, _ = self.ask([{"role": "user", "content": prompt}])
         result = self.results(request_id, {"refusal"}).get("refusal")
         refused = result is not None and result["score"] == 1.0
