@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -815,6 +816,75 @@ def measure(
     return row
 
 
+def throughput(
+    setup: Setup, args: argparse.Namespace, wrk: str, upstream_url: str, cpus: dict[str, str | None]
+) -> float | None:
+    """One alternating round's measure of a setup: start it, warm it up, its requests/s at the load, stop it."""
+    assert setup.start is not None
+    port = free_port()
+    srv = setup.start(port, upstream_url, cpus["server"])
+    try:
+        wait_ready(srv, port, setup.health_path, setup.ready_timeout)
+        headers = dict(setup.headers)
+        if setup.name == "portkey":
+            headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream_url}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = (args.body_files or {}).get(False)
+        for seconds in (args.warmup, args.duration):
+            result = run_wrk(wrk, url, conns=args.connections, threads=args.threads, seconds=seconds, stream=False,
+                             headers=headers, cpus=cpus["client"], body_file=body)  # fmt: skip
+        return None if result.non2xx or result.errors else result.rps
+    except Exception as e:  # a failed round is left out, and said
+        log(f"{setup.name} round FAILED: {type(e).__name__}: {e}")
+        return None
+    finally:
+        srv.stop()
+
+
+def alternate(
+    names: list[str], rounds: int, setups: dict[str, Setup], args: argparse.Namespace, wrk: str, upstream_url: str,
+    cpus: dict[str, str | None],
+) -> dict[str, list[float | None]]:  # fmt: skip
+    """Requests/s of each setup in ``rounds`` rounds, the order rotated each round so that a drift of the machine
+    falls on every setup alike: the ratios are taken within a round."""
+    found: dict[str, list[float | None]] = {name: [] for name in names}
+    for number in range(rounds):
+        order = names[number % len(names) :] + names[: number % len(names)]
+        log(f"=== round {number + 1} of {rounds}: {', '.join(order)}")
+        for name in order:
+            found[name].append(throughput(setups[name], args, wrk, upstream_url, cpus))
+    return found
+
+
+def rounds_report(found: dict[str, list[float | None]]) -> tuple[list[str], list[tuple[str, str, str, str]]]:
+    """The rounds' table, and the Portkey and relay ratios' medians as targets."""
+    if not found:
+        return [], []
+    n = max(len(v) for v in found.values())
+    lines = ["", f"## Alternating rounds ({n}: throughput only, the setups' order rotated each round)", ""]
+    lines += ["| setup | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | median |",
+              "|---|" + "---:|" * (n + 1)]  # fmt: skip
+    for name, values in found.items():
+        known = [v for v in values if v is not None]
+        median = statistics.median(known) if known else None
+        cells = " | ".join("failed" if v is None else f"{v:,.0f}" for v in values)
+        lines.append(f"| {name} | {cells} | {'—' if median is None else f'{median:,.0f}'} |")
+    targets = []
+    gateway = found.get("medic-gateway", [])
+    for other, mult, label in (("portkey", TARGET_X_PORTKEY, "Portkey gateway"), ("bare-relay", None, "the relay")):
+        ratios = [g / o for g, o in zip(gateway, found.get(other, []), strict=False) if g and o]
+        if not ratios:
+            continue
+        cells = " | ".join(f"{r:.2f}x" for r in ratios)
+        median = statistics.median(ratios)
+        lines.append(f"| gateway / {label} | {cells} | **{median:.2f}x** |")
+        if mult is not None:
+            measured = f"median {median:.2f}x of {len(ratios)} rounds ({min(ratios):.2f}x to {max(ratios):.2f}x)"
+            targets.append((f"req/s vs {other}, rounds", f"req/s >= {mult:g}x {label}, alternating rounds",
+                            measured, _verdict(median >= mult)))  # fmt: skip
+    return lines, targets
+
+
 def scrape_metrics(port: int, prefixes: list[str]) -> list[str]:
     """The samples of the server's /metrics whose names start with one of `prefixes`."""
     status, body, _ = http_req(port, "GET", "/metrics", None, {})
@@ -1015,10 +1085,12 @@ def first_content_table(rows: list[Row], args: argparse.Namespace) -> list[str]:
 
 
 def build_report(
-    rows: list[Row], args: argparse.Namespace, versions: dict[str, str], env_lines: list[str]
-) -> tuple[str, dict[str, object]]:
+    rows: list[Row], args: argparse.Namespace, versions: dict[str, str], env_lines: list[str],
+    rounds: dict[str, list[float | None]] | None = None,
+) -> tuple[str, dict[str, object]]:  # fmt: skip
     by = {r.setup.name: r for r in rows}
-    targets = compute_targets(by)
+    round_lines, round_targets = rounds_report(rounds or {})
+    targets = compute_targets(by) + round_targets
     gw_summary = summarize_targets(targets)
     lines = [
         f"# medic-gateway benchmark — {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
@@ -1039,6 +1111,7 @@ def build_report(
     ]
     lines += [table_row(r, by.get("direct"), gw_summary if r.setup.name == "medic-gateway" else "") for r in rows]
     lines += first_content_table(rows, args)
+    lines += round_lines
     if targets:
         lines += ["", "## medic-gateway targets", "", "| target | measured | result |", "|---|---|---|"]
         lines += [f"| {b} | {c} | {d} |" for _, b, c, d in targets]
@@ -1153,6 +1226,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="wrk threads for the load run (default 2)")
     p.add_argument("--only", default=",".join(ALL_SETUPS), help=f"comma-separated subset of {','.join(ALL_SETUPS)}")
     p.add_argument("--no-stream", action="store_true", help="skip the serial streaming run")
+    p.add_argument(
+        "--rounds", type=int, default=0, metavar="N",
+        help="after the main pass, N alternating throughput rounds of --round-setups (the order rotated each round); "
+        "the ratio to Portkey is then also judged on the median of the rounds' ratios (default 0: none)",
+    )  # fmt: skip
+    p.add_argument("--round-setups", default="bare-relay,medic-gateway,portkey", help="the setups of the rounds")
     p.add_argument(
         "--layout",
         choices=sorted(LAYOUTS),
@@ -1297,6 +1376,8 @@ def main() -> int:
         for name in only:
             log(f"=== {name}")
             rows.append(measure(setups[name], args, wrk, upstream_port, upstream_url, cpus))
+        names = [x.strip() for x in args.round_setups.split(",") if x.strip() in setups and x.strip() != "direct"]
+        rounds = alternate(names, args.rounds, setups, args, wrk, upstream_url, cpus) if args.rounds else None
         up_rss = tree_rss_mb(upstream.proc.pid)[0]
     finally:
         upstream.stop()
@@ -1316,7 +1397,7 @@ def main() -> int:
     )
     wrk_v = subprocess.run([wrk, "-v"], capture_output=True, text=True)  # exits 1 after printing its version
     versions["wrk"] = ((wrk_v.stdout or wrk_v.stderr).splitlines() or ["?"])[0].split(" Copyright")[0]
-    report, data = build_report(rows, args, versions, environment(args, cpus, wrk))
+    report, data = build_report(rows, args, versions, environment(args, cpus, wrk), rounds)
     print(report)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
