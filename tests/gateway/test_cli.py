@@ -32,12 +32,13 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             command("serve", "--port", str(self.port), *args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+            cwd=cwd,  # the embedded results store and audit log go to the working directory: never the checkout's
         )  # fmt: skip
         deadline = time.monotonic() + 20
         while True:
@@ -58,11 +59,11 @@ class Served:
 
 
 @pytest.fixture
-def served() -> Iterator[Callable[..., Served]]:
+def served(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     running: list[Served] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> Served:
-        running.append(Served(*args, env=env))
+        running.append(Served(*args, env=env, cwd=tmp_path))
         return running[-1]
 
     yield start
@@ -144,7 +145,7 @@ def test_serve_fails_clearly_when_a_provider_needs_the_missing_extra(tmp_path: P
     config.write_text("upstreams:\n  claude: {provider: anthropic}\nmodels:\n  c: {routes: [{upstream: claude}]}\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     result = subprocess.run(command("serve", "--config", str(config), "--port", str(free_port())),
-                            capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
+                            capture_output=True, text=True, env=env, timeout=30, cwd=tmp_path)  # fmt: skip
     assert result.returncode != 0
     assert "pip install 'medic-gateway[providers]'" in result.stderr + result.stdout
 
