@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -86,7 +87,7 @@ def test_provider_error_is_openai_shaped_and_retried(
     assert len(anthropic.requests) == 2  # one retry
 
 
-def test_litellm_is_not_imported_for_openai_compatible_upstreams() -> None:
+def test_litellm_is_not_imported_for_openai_compatible_upstreams(tmp_path: Path) -> None:
     import subprocess
 
     code = (
@@ -94,4 +95,4 @@ def test_litellm_is_not_imported_for_openai_compatible_upstreams() -> None:
         "Gateway(single_upstream('http://127.0.0.1:9/v1'));"
         "assert 'litellm' not in sys.modules, 'litellm imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)  # its results store goes there
