@@ -10,6 +10,7 @@ API is served only by an open gateway (no keys configured, so on loopback unless
 
 from __future__ import annotations
 
+import base64
 import hmac
 import os
 from typing import Any
@@ -33,11 +34,31 @@ class Forbidden(GatewayError):
     code = "admin_key_required"
 
 
+class AdminKey:
+    """The admin key (the variable results.admin_key_env names), shared by the evaluations API and the evidence
+    page; ``value`` is empty when none is configured."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        name = config.results.admin_key_env
+        self.value = os.environ.get(name, "") if name else ""
+
+    def presented(self, authorization: str | None, basic: bool = False) -> bool:
+        """Whether the request carries the key: as a bearer token, or (``basic``) as an HTTP Basic password."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if basic and scheme.lower() == "basic":
+            try:
+                token = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+            except ValueError:
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip().encode(), self.value.encode())
+
+
 class Evaluations:
     def __init__(self, store: ResultStore, config: GatewayConfig, gateway_open: bool) -> None:
         self.store = store
-        name = config.results.admin_key_env
-        self._admin_key = os.environ.get(name, "") if name else ""
+        self._key = AdminKey(config)
         self._open = gateway_open
 
     async def handle(self, request: Request, send: Send, request_id: str) -> None:
@@ -55,12 +76,11 @@ class Evaluations:
         await send_json(send, 200, orjson.dumps(body), request_id)
 
     def _authorise(self, authorization: str | None) -> None:
-        if not self._admin_key:
+        if not self._key.value:
             if self._open:
                 return
             raise Forbidden("The evaluations API needs an admin key: set results.admin_key_env.")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._admin_key.encode()):
+        if not self._key.presented(authorization):
             raise AuthenticationFailed("The evaluations API needs the admin key.")
 
 

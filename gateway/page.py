@@ -14,9 +14,7 @@ audit log holds rule names and numbers, never text.
 
 from __future__ import annotations
 
-import base64
 import functools
-import hmac
 import math
 import os
 import statistics
@@ -32,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from config import GatewayConfig
 from gateway.asgi import Request, Send, start_headers
+from gateway.evaluations import AdminKey
 from pipeline.sample import Result
 from pipeline.store import Query, ResultStore
 from protocol.errors import AuthenticationFailed, InvalidRequest, NotFound
@@ -83,8 +82,7 @@ class EvidencePage:
     def __init__(self, store: ResultStore, config: GatewayConfig, gateway_open: bool,
                  registry: CollectorRegistry) -> None:  # fmt: skip
         self.store = store
-        name = config.results.admin_key_env
-        self._admin_key = os.environ.get(name, "") if name else ""
+        self._key = AdminKey(config)
         self._open = gateway_open
         self._audit = Path(config.policies.audit_path) if config.policies.audit_path else None
         self._registry = registry
@@ -105,19 +103,11 @@ class EvidencePage:
         await send({"type": "http.response.body", "body": body})
 
     def _authorise(self, authorization: str | None) -> None:
-        if not self._admin_key:
+        if not self._key.value:
             if self._open:
                 return
             raise Unauthorised("The evidence page needs an admin key: set results.admin_key_env.")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                token = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
-            except ValueError:
-                token = ""
-        elif scheme.lower() != "bearer":
-            token = ""
-        if not hmac.compare_digest(token.strip().encode(), self._admin_key.encode()):
+        if not self._key.presented(authorization, basic=True):
             raise Unauthorised("The evidence page needs the admin key (as a bearer token, or as the password).")
 
     async def overview(self, window: str) -> bytes:
