@@ -7,8 +7,9 @@ enforced stream rules: dose-above-max, phi-leak); for every character we note th
 let it out. Direct, a character leaves with its own token; the hold-back is the difference, in tokens and in
 milliseconds at that pace. Two guards run on the same tokens: ``incremental`` (text leaves as soon as no check
 could still begin a finding in it; the gateway's default) and ``window`` (the earlier guard: 200 characters
-held behind the newest text), so the table compares them in one run; then the incremental guard with each rule
-alone, for the hold-back per check.
+held behind the newest text), so the table compares them in one run; ``sentence`` is the incremental guard with
+``policies.stream_hold: sentence`` (every sentence held until it ends, so no byte of a blocked sentence leaves);
+then the incremental guard with each rule alone, for the hold-back per check.
 
 Texts: an opening with no drug, number or identifier (the issue's target: its first character and its 120th no
 more than one token later than direct), MEDEC-MS corrected notes, PubMedQA-L conclusions (public data, never
@@ -68,13 +69,16 @@ def measure(make: Callable[[], StreamGuard], text: str, size: int) -> list[int]:
     return [r - o for r, o in zip(released, own, strict=False)]
 
 
-def guard_maker(engine: PolicyEngine, incremental: bool, only: str | None = None) -> Callable[[], StreamGuard]:
+def guard_maker(
+    engine: PolicyEngine, incremental: bool, only: str | None = None, sentences: bool = False
+) -> Callable[[], StreamGuard]:
     def make() -> StreamGuard:
         ex = Exchange(request_id="r", operation="chat", tenant="t", model="m", upstream="u", stream=True,
                       payload={"model": "m", "messages": [{"role": "user", "content": "A question."}]})  # fmt: skip
         guard = engine.stream_guard(ex)
         assert guard is not None
         guard.incremental = guard.incremental and incremental
+        guard.whole_sentences = sentences
         if only is not None:
             guard.rules = [rule for rule in guard.rules if rule.id == only]
         return guard
@@ -103,9 +107,9 @@ def main() -> None:
     print("| texts | guard | 1st char | 120th char | mean per char | p95 per char | chars held > 1 token |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, group in texts(args.notes).items():
-        for mode in ("incremental", "window", "dose-above-max only", "phi-leak only"):
+        for mode in ("incremental", "window", "sentence", "dose-above-max only", "phi-leak only"):
             only = mode.removesuffix(" only") if mode.endswith(" only") else None
-            make = guard_maker(engine, mode != "window", only)
+            make = guard_maker(engine, mode != "window", only, mode == "sentence")
             lags = [measure(make, text, args.token_chars) for text in group]
             every = [lag for text_lags in lags for lag in text_lags]
             first = statistics.mean(lag[0] for lag in lags)

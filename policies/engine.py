@@ -96,13 +96,15 @@ class Plan:
 
 class PolicyEngine:
     def __init__(self, packs: list[Pack], checks: dict[str, Check], audit: AuditLog, metrics: PolicyMetrics,
-                 window_chars: int = DEFAULT_WINDOW_CHARS, blocked_answer: str = "filtered") -> None:  # fmt: skip
+                 window_chars: int = DEFAULT_WINDOW_CHARS, blocked_answer: str = "filtered",
+                 stream_hold: str = "finding") -> None:  # fmt: skip
         self.packs = packs
         self.checks = checks
         self.audit = audit
         self.metrics = metrics
         self.window = window_chars
         self.blocked_answer = blocked_answer
+        self.stream_hold = stream_hold
         self._cache: dict[tuple[str, str | None, str, str], Plan] = {}
         self.states: dict[str, dict[str, str]] = {}  # model -> {results rule id: action} while it holds
 
@@ -240,7 +242,8 @@ class PolicyEngine:
         def unreadable(reason: str) -> bool:
             return self.fail_open([bound[r.id] for r in enforced], ex, "stream", reason)
 
-        return StreamGuard(enforced, self.context(ex), self.window, decide, unreadable, wants_usage)
+        return StreamGuard(enforced, self.context(ex), self.window, decide, unreadable, wants_usage,
+                           self.stream_hold == "sentence")  # fmt: skip
 
     def while_waiting(self, ex: Exchange) -> None:
         """While the upstream works on the answer: the request stage's flag, allow and shadow rules on the

@@ -19,4 +19,4 @@ def build_engine(config: PoliciesConfig, registry: CollectorRegistry) -> PolicyE
     checks = all_checks()
     packs = [pack.load(name, frozenset(checks)) for name in config.packs]
     return PolicyEngine(packs, checks, AuditLog(config.audit_path), PolicyMetrics(registry),
-                        config.stream_window_chars, config.blocked_answer)  # fmt: skip
+                        config.stream_window_chars, config.blocked_answer, config.stream_hold)  # fmt: skip

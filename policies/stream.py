@@ -65,8 +65,10 @@ class StreamGuard:
     def __init__(
         self, rules: list[GuardRule], context: Context, window: int, decide: Decide,
         unreadable: Callable[[str], bool] = lambda reason: False, wants_usage: bool = False,
+        whole_sentences: bool = False,
     ) -> None:  # fmt: skip
         self.rules = rules
+        self.whole_sentences = whole_sentences  # hold every sentence until it ends; a block cuts at its start
         self.on_unreadable = unreadable  # records an event no check can read; True: let it through unchecked
         self.unreadable = False  # the stream was ended at an event no check could read
         self.blocked_by = ""  # the rule that ended the stream
@@ -134,6 +136,8 @@ class StreamGuard:
             word_start = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1  # the word still arriving
             if any(rule.check.may_grow(text[word_start:]) for rule in self.rules):  # type: ignore[attr-defined]
                 limit = word_start
+        if self.whole_sentences:
+            limit = min(limit, _sentence_start(text, limit, sent))
         origin = max(0, sent - self.window)
         read = normal(text[origin:])
         starts = sorted({read.span(t, t + 1)[0] + origin for rule in self.rules
@@ -197,6 +201,8 @@ class StreamGuard:
                     self.decide(rule.id, Finding(finding.check, start, end, finding.detail))
                     if rule.action == "block":
                         self.blocked_by = rule.id
+                        if self.whole_sentences:
+                            start = _sentence_start(text, start, sent)
                         return index, max(sent, start)
                     self.redactions.setdefault(index, []).append((max(sent, start), end))
         return None
@@ -317,6 +323,15 @@ class StreamGuard:
             position = min(end, b)
         out.append(text[position:end])
         return "".join(out)
+
+
+def _sentence_start(text: str, at: int, origin: int) -> int:
+    """Where the sentence holding offset ``at`` begins: just after the last sentence end before it, at or after
+    ``origin`` (``origin`` when none is)."""
+    start = origin
+    for match in _SENTENCE_END.finditer(text, origin, at):
+        start = match.end()
+    return start
 
 
 def _chunk(data: bytes | None) -> dict[str, Any] | None:

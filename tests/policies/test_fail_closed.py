@@ -281,3 +281,15 @@ def test_a_blocked_stream_still_ends_with_the_usage_chunk_the_client_asked_for(
     reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert reasons == ["content_filter"]
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 18  # the upstream's own count
+
+
+@pytest.mark.parametrize(("hold", "seen"), [("finding", "Rest it and ice it. For the pain, take "),
+                                            ("sentence", "Rest it and ice it.")])  # fmt: skip
+def test_stream_hold_says_whether_the_words_of_a_blocked_sentence_before_its_dose_leave(
+    fake: FakeUpstream, gateway: Start, tmp_path: Path, hold: str, seen: str
+) -> None:
+    answer = "Rest it and ice it. " + OVERDOSE
+    fake.script(CHAT, Stream(chat_chunks([answer[i : i + 4] for i in range(0, len(answer), 4)])))
+    text, error = streamed(gateway(configured(fake, tmp_path, stream_hold=hold)))
+    assert error is None and text == seen
+    assert [(d["rule"], d["action"]) for d in audit(tmp_path)] == [("dose-above-max", "block")]

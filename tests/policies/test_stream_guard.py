@@ -118,14 +118,14 @@ def test_the_end_of_an_upstream_without_done_releases_what_is_held() -> None:
 # ---------------------------------------------------------- the default pack: text leaves as soon as it is safe
 
 
-def default_guard() -> StreamGuard:
+def default_guard(hold: str = "finding") -> StreamGuard:
     from prometheus_client import CollectorRegistry
 
     from config import PoliciesConfig
     from policies.setup import build_engine
     from protocol.exchange import Exchange
 
-    engine = build_engine(PoliciesConfig(audit_path=None), CollectorRegistry())
+    engine = build_engine(PoliciesConfig(audit_path=None, stream_hold=hold), CollectorRegistry())
     assert engine is not None
     ex = Exchange(request_id="r", operation="chat", tenant="t", model="m", upstream="u", stream=True,
                   payload={"model": "m", "messages": [{"role": "user", "content": "My knee hurts."}]})  # fmt: skip
@@ -164,3 +164,30 @@ def test_a_name_after_a_label_never_leaves_a_character() -> None:
     text = "The note was written for Patient: Jane Roe, who should rest the knee. She can walk."
     _, sent = released_at(default_guard(), text)
     assert "Jane" not in sent and "Roe" not in sent and "[redacted]" in sent and sent.endswith("She can walk.")
+
+
+def test_by_default_the_words_of_a_blocked_sentence_before_its_dose_leave_and_the_dose_does_not() -> None:
+    text = "Rest the knee. For the knee pain, take ibuprofen 4000 mg every 4 hours. Then see your doctor."
+    _, sent = released_at(default_guard(), text)
+    assert sent == "Rest the knee. For the knee pain, take "
+
+
+def test_with_stream_hold_sentence_no_byte_of_a_blocked_sentence_leaves() -> None:
+    text = "Rest the knee. For the knee pain, take ibuprofen 4000 mg every 4 hours. Then see your doctor."
+    _, sent = released_at(default_guard("sentence"), text)
+    assert sent == "Rest the knee."
+
+
+def test_with_stream_hold_sentence_each_sentence_leaves_whole_when_the_next_token_shows_it_ended() -> None:
+    text = ("Rest the knee and keep it raised when you sit down. Cold packs help with the swelling. "
+            "For the pain, ibuprofen 400 mg every 6 hours with food is usual. See a doctor if it lasts.")  # fmt: skip
+    tokens = re.findall(r" ?\w+|[^\w\s]", text)  # as a model's tokenizer cuts it: a word with its space, a period
+    g = default_guard("sentence")
+    left: list[str] = []
+    for index, token in enumerate(tokens):
+        left.append(text_of(g.feed(event(token))))
+        if index and tokens[index - 1] == ".":  # the token after a period: the sentence before it has ended
+            assert "".join(left) == "".join(tokens[:index])
+        else:
+            assert left[-1] == ""  # nothing leaves mid-sentence
+    assert "".join(left) + text_of(g.feed(DONE)) == text
