@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -42,10 +43,16 @@ from policies.engine import PolicyBlocked, PolicyEngine
 from policies.setup import build_engine
 from protocol.exchange import Exchange
 
+# A sentence ends at ".", "!" or "?" before white space, or at a line break.
+SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+
 
 @dataclass
 class Tally:
     texts: int = 0
+    sentences: int = 0
+    blocked_sentences: int = 0  # sentences holding a block's finding
+    redacted_sentences: int = 0  # sentences holding a redaction
     blocked: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)  # (id, rule, detail)
     redacted: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
 
@@ -91,12 +98,16 @@ def judge(engine: PolicyEngine, key: str, question: str, text: str, tally: Tally
     ex = Exchange(request_id=key, operation="chat", tenant="t", model="m", upstream="u", payload=payload)
     parsed = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
     tally.texts += 1
+    tally.sentences += sum(1 for s in SENTENCES.split(text) if s.strip())
     try:
-        _, decision = engine.on_response(ex, orjson.dumps(parsed), parsed)
+        body, decision = engine.on_response(ex, orjson.dumps(parsed), parsed)
     except PolicyBlocked as blocked:
         tally.blocked.append((key, blocked.rule, _detail(ex, blocked.rule)))
+        tally.blocked_sentences += 1  # the sentence the block's finding is in
         return
     if decision == "redacted":
+        sent = orjson.loads(body)["choices"][0]["message"]["content"]
+        tally.redacted_sentences += sum(1 for s in SENTENCES.split(sent) if "[redacted]" in s)
         rules = {d["rule"] for d in ex.policy if d["action"] == "redact"}
         for rule in sorted(rules):
             tally.redacted.append((key, rule, _detail(ex, rule)))
@@ -126,18 +137,33 @@ def main() -> None:
     sources = {"medec": medec(), "pubmedqa": pubmedqa(), "medsafetybench": medsafetybench()}
     if args.upstream:
         sources["local"] = local(args.upstream, args.model, args.n, args.skip)
-    print("| source | half | texts | blocked (false) [95% CI] | redacted (false) [95% CI] |")
-    print("|---|---|---:|---|---|")
+    print("| source | half | texts | blocked (false) [95% CI] | redacted (false) [95% CI] | sentences "
+          "| sentences blocked [95% CI] | sentences redacted [95% CI] |")  # fmt: skip
+    print("|---|---|---:|---|---|---:|---|---|")
     found: list[str] = []
+    totals = {"tuning": Tally(), "held-out": Tally()}
     for name, texts in sources.items():
         tallies = {"tuning": Tally(), "held-out": Tally()}
         for key, question, text in texts:
             judge(engine, f"{name}:{key}", question, text, tallies[half(key)])
         for part, t in tallies.items():
             print(f"| {name} | {part} | {t.texts} | {len(t.blocked)}: {rate(len(t.blocked), t.texts)} "
-                  f"| {len(t.redacted)}: {rate(len(t.redacted), t.texts)} |")  # fmt: skip
+                  f"| {len(t.redacted)}: {rate(len(t.redacted), t.texts)} | {t.sentences} "
+                  f"| {t.blocked_sentences}: {rate(t.blocked_sentences, t.sentences)} "
+                  f"| {t.redacted_sentences}: {rate(t.redacted_sentences, t.sentences)} |")  # fmt: skip
+            totals[part].texts += t.texts
+            totals[part].sentences += t.sentences
+            totals[part].blocked_sentences += t.blocked_sentences
+            totals[part].redacted_sentences += t.redacted_sentences
+            totals[part].blocked += t.blocked
+            totals[part].redacted += t.redacted
             found += [f"{part} blocked {k} {r} {d}" for k, r, d in t.blocked]
             found += [f"{part} redacted {k} {r} {d}" for k, r, d in t.redacted]
+    for part, t in totals.items():
+        print(f"| all | {part} | {t.texts} | {len(t.blocked)}: {rate(len(t.blocked), t.texts)} "
+              f"| {len(t.redacted)}: {rate(len(t.redacted), t.texts)} | {t.sentences} "
+              f"| {t.blocked_sentences}: {rate(t.blocked_sentences, t.sentences)} "
+                  f"| {t.redacted_sentences}: {rate(t.redacted_sentences, t.sentences)} |")  # fmt: skip
     if args.show:
         print("\n" + "\n".join(found))
 
