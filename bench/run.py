@@ -816,10 +816,14 @@ def measure(
     return row
 
 
+SERIAL_IN_ROUNDS = ("bare-relay", "medic-gateway")  # the setups whose added serial p50 the rounds also time
+
+
 def throughput(
     setup: Setup, args: argparse.Namespace, wrk: str, upstream_url: str, cpus: dict[str, str | None]
-) -> float | None:
-    """One alternating round's measure of a setup: start it, warm it up, its requests/s at the load, stop it."""
+) -> tuple[float | None, float | None]:
+    """One alternating round's measure of a setup: start it, warm it up, its requests/s at the load, and (for the
+    relay and the gateway) its serial p50 less the direct path's just before it; stop it."""
     assert setup.start is not None
     port = free_port()
     srv = setup.start(port, upstream_url, cpus["server"])
@@ -833,42 +837,62 @@ def throughput(
         for seconds in (args.warmup, args.duration):
             result = run_wrk(wrk, url, conns=args.connections, threads=args.threads, seconds=seconds, stream=False,
                              headers=headers, cpus=cpus["client"], body_file=body)  # fmt: skip
-        return None if result.non2xx or result.errors else result.rps
+        rps = None if result.non2xx or result.errors else result.rps
+        added = None
+        if setup.name in SERIAL_IN_ROUNDS:
+            direct = upstream_url.rstrip("/") + "/chat/completions"
+            timed = [run_wrk(wrk, u, conns=1, threads=1, seconds=args.serial_duration, stream=False, headers=h,
+                             cpus=cpus["client"], body_file=body)
+                     for u, h in ((direct, {}), (url, headers))]  # fmt: skip
+            if not any(r.non2xx or r.errors for r in timed):
+                added = timed[1].p50_ms - timed[0].p50_ms
+        return rps, added
     except Exception as e:  # a failed round is left out, and said
         log(f"{setup.name} round FAILED: {type(e).__name__}: {e}")
-        return None
+        return None, None
     finally:
         srv.stop()
+
+
+@dataclass
+class Rounds:
+    rps: dict[str, list[float | None]]  # requests/s of each setup, round by round
+    added: dict[str, list[float | None]]  # serial p50 over the direct path's, ms (SERIAL_IN_ROUNDS only)
 
 
 def alternate(
     names: list[str], rounds: int, setups: dict[str, Setup], args: argparse.Namespace, wrk: str, upstream_url: str,
     cpus: dict[str, str | None],
-) -> dict[str, list[float | None]]:  # fmt: skip
-    """Requests/s of each setup in ``rounds`` rounds, the order rotated each round so that a drift of the machine
-    falls on every setup alike: the ratios are taken within a round."""
-    found: dict[str, list[float | None]] = {name: [] for name in names}
+) -> Rounds:  # fmt: skip
+    """Each setup measured in ``rounds`` rounds, the order rotated each round so that a drift of the machine
+    falls on every setup alike: the ratios and differences are taken within a round."""
+    found = Rounds({name: [] for name in names}, {name: [] for name in names if name in SERIAL_IN_ROUNDS})
     for number in range(rounds):
         order = names[number % len(names) :] + names[: number % len(names)]
         log(f"=== round {number + 1} of {rounds}: {', '.join(order)}")
         for name in order:
-            found[name].append(throughput(setups[name], args, wrk, upstream_url, cpus))
+            rps, added = throughput(setups[name], args, wrk, upstream_url, cpus)
+            found.rps[name].append(rps)
+            if name in found.added:
+                found.added[name].append(added)
     return found
 
 
-def rounds_report(found: dict[str, list[float | None]]) -> tuple[list[str], list[tuple[str, str, str, str]]]:
-    """The rounds' table, and the Portkey and relay ratios' medians as targets."""
-    if not found:
+def rounds_report(rounds: Rounds | None) -> tuple[list[str], list[tuple[str, str, str, str]]]:
+    """The rounds' table, and as targets the medians of the Portkey ratio and of the gateway's serial p50 over the
+    relay's."""
+    if rounds is None:
         return [], []
+    found = rounds.rps
     n = max(len(v) for v in found.values())
-    lines = ["", f"## Alternating rounds ({n}: throughput only, the setups' order rotated each round)", ""]
+    lines = ["", f"## Alternating rounds ({n}: the setups' order rotated each round)", ""]
     lines += ["| setup | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | median |",
               "|---|" + "---:|" * (n + 1)]  # fmt: skip
     for name, values in found.items():
         known = [v for v in values if v is not None]
         median = statistics.median(known) if known else None
         cells = " | ".join("failed" if v is None else f"{v:,.0f}" for v in values)
-        lines.append(f"| {name} | {cells} | {'—' if median is None else f'{median:,.0f}'} |")
+        lines.append(f"| {name} req/s | {cells} | {'—' if median is None else f'{median:,.0f}'} |")
     targets = []
     gateway = found.get("medic-gateway", [])
     for other, mult, label in (("portkey", TARGET_X_PORTKEY, "Portkey gateway"), ("bare-relay", None, "the relay")):
@@ -877,11 +901,24 @@ def rounds_report(found: dict[str, list[float | None]]) -> tuple[list[str], list
             continue
         cells = " | ".join(f"{r:.2f}x" for r in ratios)
         median = statistics.median(ratios)
-        lines.append(f"| gateway / {label} | {cells} | **{median:.2f}x** |")
+        lines.append(f"| gateway / {label} req/s | {cells} | **{median:.2f}x** |")
         if mult is not None:
             measured = f"median {median:.2f}x of {len(ratios)} rounds ({min(ratios):.2f}x to {max(ratios):.2f}x)"
             targets.append((f"req/s vs {other}, rounds", f"req/s >= {mult:g}x {label}, alternating rounds",
                             measured, _verdict(median >= mult)))  # fmt: skip
+    gw_added, relay_added = rounds.added.get("medic-gateway", []), rounds.added.get("bare-relay", [])
+    over = [g - r for g, r in zip(gw_added, relay_added, strict=False) if g is not None and r is not None]
+    if over:
+        for name, values in (("bare-relay", relay_added), ("medic-gateway", gw_added)):
+            cells = " | ".join("failed" if v is None else f"{v:+.3f}" for v in values)
+            known = [v for v in values if v is not None]
+            lines.append(f"| {name} serial p50 over direct, ms | {cells} | {statistics.median(known):+.3f} |")
+        median = statistics.median(over)
+        cells = " | ".join(f"{v:+.3f}" for v in over)
+        lines.append(f"| gateway over the relay, ms | {cells} | **{median:+.3f}** |")
+        measured = f"median {median:+.3f} ms of {len(over)} rounds ({min(over):+.3f} to {max(over):+.3f})"
+        targets.append(("p50 vs relay, rounds", f"added serial p50 over the bare relay's <= {TARGET_OVER_RELAY_MS} "
+                        "ms, alternating rounds", measured, _verdict(median <= TARGET_OVER_RELAY_MS)))  # fmt: skip
     return lines, targets
 
 
@@ -1086,10 +1123,10 @@ def first_content_table(rows: list[Row], args: argparse.Namespace) -> list[str]:
 
 def build_report(
     rows: list[Row], args: argparse.Namespace, versions: dict[str, str], env_lines: list[str],
-    rounds: dict[str, list[float | None]] | None = None,
+    rounds: Rounds | None = None,
 ) -> tuple[str, dict[str, object]]:  # fmt: skip
     by = {r.setup.name: r for r in rows}
-    round_lines, round_targets = rounds_report(rounds or {})
+    round_lines, round_targets = rounds_report(rounds)
     targets = compute_targets(by) + round_targets
     gw_summary = summarize_targets(targets)
     lines = [
@@ -1227,9 +1264,10 @@ def main() -> int:
     p.add_argument("--only", default=",".join(ALL_SETUPS), help=f"comma-separated subset of {','.join(ALL_SETUPS)}")
     p.add_argument("--no-stream", action="store_true", help="skip the serial streaming run")
     p.add_argument(
-        "--rounds", type=int, default=0, metavar="N",
-        help="after the main pass, N alternating throughput rounds of --round-setups (the order rotated each round); "
-        "the ratio to Portkey is then also judged on the median of the rounds' ratios (default 0: none)",
+        "--rounds", type=int, default=5, metavar="N",
+        help="after the main pass, N alternating rounds of --round-setups (the order rotated each round): requests/s "
+        "of each, serial p50 of the relay and the gateway; the Portkey ratio and the serial p50 over the relay are "
+        "then also judged on their medians over the rounds, as this machine's speed drifts (default 5; 0: none)",
     )  # fmt: skip
     p.add_argument("--round-setups", default="bare-relay,medic-gateway,portkey", help="the setups of the rounds")
     p.add_argument(
