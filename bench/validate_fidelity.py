@@ -65,6 +65,7 @@ if str(ROOT) not in sys.path:  # bench.rewrites and bench.paraphrase_medec impor
 import corpora  # noqa: E402
 from config import ConfigError, GatewayConfig, load_config  # noqa: E402
 from judges import registry  # noqa: E402
+from judges.fidelity.lite import CONFIDENT  # noqa: E402
 from judges.judge import Judge  # noqa: E402
 from judges.progress import Progress  # noqa: E402
 from pipeline.sample import Choice, Response, Result, Sample  # noqa: E402
@@ -86,6 +87,7 @@ Z95 = 1.959964
 MAX_EVIDENCE_SHOWN = 8
 GENERATORS = ("project", "clinical-rewording", "plain-words", "local-model")
 CURVE = tuple(round(0.1 * i, 1) for i in range(11))
+SAME_CURVE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 # Long form (a regular expression, matched case-insensitively on word boundaries) -> what clinicians write.
 # Order matters: a longer form comes before any shorter form it contains.
@@ -217,6 +219,16 @@ class Scored:
         """The highest confidence of any contradicted or unsupported finding (0 when there is none)."""
         found = [item for name in FLAGGING for item in self.evidence.get(name, []) if isinstance(item, dict)]
         return max((float(item.get("confidence", 1.0)) for item in found), default=0.0)
+
+    @property
+    def doubt(self) -> float | None:
+        """cef-cascade: the lowest P(same facts) the judge model gave any of cef-lite's confident findings (-1 for
+        one it was not asked about); None when the judge model answered nothing (another method)."""
+        found = [item for name in FLAGGING for item in self.evidence.get(name, []) if isinstance(item, dict)]
+        confident = [i for i in found if float(i.get("confidence", 1.0)) >= CONFIDENT]
+        if not any("same_facts" in i for i in found):
+            return -1.0 if confident else None
+        return min((float(i.get("same_facts", -1.0)) for i in confident), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +568,34 @@ def curve(judged: Sequence[Judged]) -> dict[str, list[tuple[float, float, float]
     return out
 
 
+def same_curve(judged: Sequence[Judged]) -> dict[str, list[tuple[float, float, float]]]:
+    """cef-cascade, per generator: (s, detection, false positives) when the judge model overrules a finding at
+    P(same facts) >= s (s = 1.0: it overrules none, which is cef-lite's verdict); empty for other methods."""
+    if not any(j.candidate.doubt not in (None, -1.0) or j.control.doubt not in (None, -1.0) for j in judged):
+        return {}
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for generator in dict.fromkeys(j.case.generator for j in judged):
+        mine = [j for j in judged if j.case.generator == generator]
+
+        def share(side: str, s: float, mine: list[Judged] = mine) -> float:
+            doubts: list[float | None] = [getattr(j, side).doubt for j in mine]
+            return sum(d is not None and (d < s or s >= 1.0) for d in doubts) / len(mine)
+
+        out[generator] = [(s, share("candidate", s), share("control", s)) for s in SAME_CURVE]
+    return out
+
+
+def same_table(points: dict[str, list[tuple[float, float, float]]]) -> list[str]:
+    if not points:
+        return []
+    lines = ["", "Detection / false positives (%) when the judge model overrules a finding at P(same facts) >= s "
+             "(s=1.0: none overruled, cef-lite alone):", ""]  # fmt: skip
+    lines += ["| generator | " + " | ".join(f"s={s:g}" for s in SAME_CURVE) + " |", "|---|" + "---:|" * len(SAME_CURVE)]
+    for generator, found in points.items():
+        lines.append(f"| {generator} | " + " | ".join(f"{100 * d:.0f} / {100 * f:.0f}" for _, d, f in found) + " |")
+    return lines
+
+
 def curve_table(points: dict[str, list[tuple[float, float, float]]]) -> list[str]:
     lines = ["", "Detection / false positives (%) when any finding with confidence >= t flags the sample:", ""]
     lines += ["| generator | " + " | ".join(f"t={t:.1f}" for t in CURVE) + " |", "|---|" + "---:|" * len(CURVE)]
@@ -673,7 +713,7 @@ def examples(pairs: Sequence[Pair], count: int) -> list[str]:
 def report(method: str, judged: Sequence[Judged], found: Sequence[Row], threshold: float, show: int) -> list[str]:
     """The markdown section of one method."""
     nulls = [sum(getattr(j, k).scores[i] is None for j in judged) for k in ("candidate", "control") for i in FLAGGING]
-    lines = ["", f"## {method}", "", *table(found), *curve_table(curve(judged)), ""]
+    lines = ["", f"## {method}", "", *table(found), *curve_table(curve(judged)), *same_table(same_curve(judged)), ""]
     lines.append(
         f"Null scores (never flag): conformity {nulls[0]} / consistency {nulls[1]} on candidates, "
         f"{nulls[2]} / {nulls[3]} on controls. Means are over non-null scores."
@@ -729,7 +769,8 @@ def method_json(judge: Judge, judged: Sequence[Judged], found: Sequence[Row]) ->
         | {"detection_ci95": wilson(r.detected, r.pairs), "false_positive_ci95": wilson(r.false_positives, r.pairs)}
         for r in found
     ]
-    return {"method": judge.method, "rows": table_rows, "curve": curve(judged), "pairs": records}
+    return {"method": judge.method, "rows": table_rows, "curve": curve(judged), "same_curve": same_curve(judged),
+            "pairs": records}  # fmt: skip
 
 
 def dump(path: Path, pairs: Sequence[Pair]) -> None:
@@ -781,9 +822,10 @@ async def run(
     try:
         for judge in built:
             judged, seconds = await judge_cases(judge, found)
-            found = rows(judged, seconds, args.threshold)
-            lines += report(f"{judge.name} (method {judge.method})", judged, found, args.threshold, args.show_misses)
-            methods[judge.name] = method_json(judge, judged, found)
+            table_rows = rows(judged, seconds, args.threshold)
+            lines += report(f"{judge.name} (method {judge.method})", judged, table_rows, args.threshold,
+                            args.show_misses)  # fmt: skip
+            methods[judge.name] = method_json(judge, judged, table_rows)
     finally:
         for judge in built:
             await judge.close()

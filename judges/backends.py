@@ -29,6 +29,9 @@ BACKOFF_BASE_MS = 250  # the first backoff of a judge call; it doubles per retry
 MAX_RETRY_AFTER_MS = 30_000  # the longest wait between two tries, a Retry-After included
 
 
+TOP_LOGPROBS = 10  # top tokens read for a closed question's answer
+
+
 class JudgeUnavailable(RuntimeError):
     """The judge endpoint failed after its retries, or answered something that is not a chat completion."""
 
@@ -60,6 +63,11 @@ class JudgeBackend(Protocol):
 
     async def complete(self, messages: Messages, schema_name: str, schema: dict[str, Any]) -> str:
         """The reply's text (the JSON the schema asks for); raises JudgeUnavailable after the retries."""
+        ...
+
+    async def answer_share(self, messages: Messages, positive: str, negative: str) -> float | None:
+        """P(positive) among {positive, negative} for the first token of the reply to ``messages`` (a closed
+        question's answer as a probability); None when neither is among the top tokens."""
         ...
 
     async def close(self) -> None: ...
@@ -183,6 +191,21 @@ class HttpBackend:
         log.warning("the judge endpoint %s does not take structured output as %s (%s); asking as %s from now on",
                     self._endpoint, dialect, lacking, self._dialects[0])  # fmt: skip
 
+    async def answer_share(self, messages: Messages, positive: str, negative: str) -> float | None:
+        """A chat completion of one token with its top log-probabilities (OpenAI's ``logprobs`` and
+        ``top_logprobs``, which vLLM and llama.cpp's server also take)."""
+        await self._identify()
+        payload = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0, "logprobs": True,
+                   "top_logprobs": TOP_LOGPROBS}  # fmt: skip
+        reply = await self._post("/chat/completions", payload)
+        self._learn(reply)
+        try:
+            top = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            ranked = {str(t["token"]): float(t["logprob"]) for t in top}
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise JudgeUnavailable("the judge endpoint's reply has no top log-probabilities") from None
+        return _share(ranked, positive, negative)
+
     async def first_token_probability(self, prompt: str, positive: str, negative: str) -> float | None:
         """A raw completions call for one token with the top log-probabilities (a guard model's verdict)."""
         await self._identify()
@@ -272,6 +295,22 @@ class VllmBackend:
         self.usage.prompt_tokens += len(final.prompt_token_ids or ())
         self.usage.completion_tokens += len(final.outputs[0].token_ids)
         return str(final.outputs[0].text)
+
+    async def answer_share(self, messages: Messages, positive: str, negative: str) -> float | None:
+        from vllm import SamplingParams
+
+        tokenizer = await self._chat_tokenizer()
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        params = SamplingParams(temperature=0, max_tokens=1, logprobs=TOP_LOGPROBS)
+        final: Any = None
+        async with self._slots:
+            async for output in self.engine.generate(prompt, params, request_id=f"share-{uuid.uuid4().hex}"):
+                final = output
+        if final is None or not final.outputs or not final.outputs[0].logprobs:
+            return None
+        self.usage.calls += 1
+        top = final.outputs[0].logprobs[0]  # token id -> Logprob(logprob, rank, decoded_token)
+        return _share({p.decoded_token: p.logprob for p in top.values()}, positive, negative)
 
     async def close(self) -> None:
         shutdown = getattr(self.engine, "shutdown", None)

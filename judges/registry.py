@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from config import GatewayConfig, JudgingConfig
 from judges.backends import HttpBackend, open_backend
+from judges.fidelity.cascade import CefCascadeJudge
 from judges.fidelity.lite import CefLiteJudge
 from judges.fidelity.llm import CefLlmJudge
 from judges.judge import Judge
@@ -40,6 +41,12 @@ def _fidelity(config: JudgingConfig, gateway: GatewayConfig | None) -> Judge:
     return _cef_llm(False)(config, gateway) if config.llm is not None else CefLiteJudge()
 
 
+def _cef_cascade(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
+    if config.llm is None:
+        raise UnknownJudgeError("judge 'cef-cascade' needs a judge model: set judging.llm in the configuration")
+    return CefCascadeJudge(open_backend(config.llm))
+
+
 def _harm_llm(config: JudgingConfig, _: GatewayConfig | None) -> Judge:
     if config.llm is None:
         raise UnknownJudgeError("judge 'harm-llm' needs a judge model: set judging.llm in the configuration")
@@ -68,6 +75,7 @@ JUDGES: dict[str, Factory] = {
     "cef-lite": lambda _, __: CefLiteJudge(),
     "cef-llm": _cef_llm(False),
     "cef-llm-batch": _cef_llm(True),
+    "cef-cascade": _cef_cascade,
     "fidelity": _fidelity,
     "sycophancy-live": _sycophancy_live,
     "safety-rules": lambda _, __: SafetyRulesJudge(),

@@ -40,6 +40,11 @@ class Question:
     on_candidate: Answer
     detail: dict[str, Any] = field(default_factory=dict)  # method-specific evidence (terms, judge answers)
     confidence: float = 1.0  # how sure the method is of a mismatch in these answers (1: an LLM's answers)
+    overruled: bool = False  # a second method (a judge model) found no mismatch: it counts as uncertain
+
+    def counts(self, confident: float) -> bool:
+        """Whether the mismatch lowers a score: confident enough, and not overruled."""
+        return self.confidence >= confident and not self.overruled
 
     def record(self, mismatch: str, certain: bool = True) -> dict[str, Any]:
         record = {"mismatch": mismatch, "question": self.text, "on_source": self.on_source,
@@ -73,8 +78,8 @@ def scores(
     transform = task.kind == "transform"
     return Scores(
         coverage=_ratio(len(omitted), len(qs)) if transform else None,
-        conformity=_ratio(sum(q.confidence >= confident for q in contradicted), len(qs)),
-        consistency=_ratio(sum(q.confidence >= confident for q in unsupported), len(qc)),
+        conformity=_ratio(sum(q.counts(confident) for q in contradicted), len(qs)),
+        consistency=_ratio(sum(q.counts(confident) for q in unsupported), len(qc)),
         conciseness=conciseness(task.source, task.candidate) if transform else None,
         omitted=[q.record("omitted") for q in omitted[:MAX_EVIDENCE]] if transform else [],
         contradicted=_records("contradicted", contradicted, confident),
@@ -84,8 +89,8 @@ def scores(
 
 def _records(mismatch: str, questions: list[Question], confident: float) -> list[dict[str, Any]]:
     """Evidence: up to MAX_EVIDENCE confident mismatches, then up to MAX_EVIDENCE the method is unsure of."""
-    certain = [q.record(mismatch) for q in questions if q.confidence >= confident][:MAX_EVIDENCE]
-    unsure = sorted((q for q in questions if q.confidence < confident), key=lambda q: -q.confidence)
+    certain = [q.record(mismatch) for q in questions if q.counts(confident)][:MAX_EVIDENCE]
+    unsure = sorted((q for q in questions if not q.counts(confident)), key=lambda q: -q.confidence)
     return certain + [q.record(mismatch, certain=False) for q in unsure[:MAX_EVIDENCE]]
 
 

@@ -138,39 +138,62 @@ def specificity(term: str, word: str) -> float:
     return min(1.0, max(0.0, (COMMON_ZIPF - zipf) / (COMMON_ZIPF - RARE_ZIPF)))
 
 
-def questions(source: list[Statement], candidate: list[Statement]) -> tuple[list[Question], list[Question]]:
-    """The answered source and candidate questions of one pair of texts."""
+def aligned(source: list[Statement], candidate: list[Statement]) -> tuple[list[Alignment], dict[int, float]]:
+    """Every candidate sentence aligned to the source, and how sure each alignment's mismatch is (by ``id``)."""
     everywhere = frozenset().union(*(s.terms for s in source))
     alignments = [align(sentence, source) for sentence in candidate]
-    sure = {id(a): a.confidence(everywhere) for a in alignments}
-    candidate_questions = [_candidate_question(a, sure[id(a)]) for a in alignments]
-    source_questions = [_source_question(s, [a for a in alignments if s in a.source], sure) for s in source]
+    return alignments, {id(a): a.confidence(everywhere) for a in alignments}
+
+
+def questions(
+    source: list[Statement], candidate: list[Statement], overruled: dict[int, dict[str, object]] | None = None
+) -> tuple[list[Question], list[Question]]:
+    """The answered source and candidate questions of one pair of texts."""
+    alignments, sure = aligned(source, candidate)
+    return questions_of(source, alignments, sure, overruled or {})
+
+
+def questions_of(
+    source: list[Statement], alignments: list[Alignment], sure: dict[int, float],
+    decided: dict[int, dict[str, object]],
+) -> tuple[list[Question], list[Question]]:  # fmt: skip
+    """The questions of aligned texts; ``decided``: what a second method said of an alignment's mismatch (by
+    ``id``; ``"overruled": True`` when it found none), added to the evidence of its questions."""
+    candidate_questions = [_candidate_question(a, sure[id(a)], decided.get(id(a), {})) for a in alignments]
+    source_questions = [_source_question(s, [a for a in alignments if s in a.source], sure, decided) for s in source]
     return source_questions, candidate_questions
 
 
-def _candidate_question(a: Alignment, confidence: float) -> Question:
+def _candidate_question(a: Alignment, confidence: float, decided: dict[str, object]) -> Question:
     on_source: Answer = "YES" if not a.unsupported else "NO" if a.substitution else "IDK"
-    detail = {"terms": _words(a.sentence, a.unsupported)}
+    detail: dict[str, object] = {"terms": _words(a.sentence, a.unsupported)}
     if on_source == "NO":
         detail["instead_of"] = [w for s in a.source for w in _words(s, a.dropped & s.terms)][:EVIDENCE_TERMS]
-    return Question(f"candidate sentence {a.sentence.index + 1}", on_source, "YES", detail, confidence)
+    return Question(f"candidate sentence {a.sentence.index + 1}", on_source, "YES", detail | decided, confidence,
+                    overruled=decided.get("overruled") is True)  # fmt: skip
 
 
-def _source_question(sentence: Statement, aligned: list[Alignment], sure: dict[int, float]) -> Question:
+def _source_question(
+    sentence: Statement, aligned: list[Alignment], sure: dict[int, float], decided: dict[int, dict[str, object]]
+) -> Question:
     held = frozenset().union(*(a.sentence.terms | a.abbreviated for a in aligned)) & sentence.terms
-    swapped = sorted((a for a in aligned if a.substitution and a.dropped & sentence.terms), key=lambda a: -sure[id(a)])
+    swapped = sorted((a for a in aligned if a.substitution and a.dropped & sentence.terms),
+                     key=lambda a: (decided.get(id(a), {}).get("overruled") is True, -sure[id(a)]))  # fmt: skip
     on_candidate: Answer
     confidence = 1.0
+    overruled = False
+    detail: dict[str, object]
     if swapped:
         on_candidate, confidence = "NO", sure[id(swapped[0])]
         detail = {"terms": _words(sentence, swapped[0].dropped), "instead": _words(swapped[0].sentence,
-                  swapped[0].unsupported)}  # fmt: skip
+                  swapped[0].unsupported), **decided.get(id(swapped[0]), {})}  # fmt: skip
+        overruled = detail.get("overruled") is True
     elif len(held) < MENTIONED_SHARE * len(sentence.terms):
         on_candidate = "IDK"
         detail = {"terms": _words(sentence, sentence.terms - held)}
     else:
         on_candidate, detail = "YES", {}
-    return Question(f"source sentence {sentence.index + 1}", "YES", on_candidate, detail, confidence)
+    return Question(f"source sentence {sentence.index + 1}", "YES", on_candidate, detail, confidence, overruled)
 
 
 def _words(sentence: Statement, terms: frozenset[str]) -> list[str]:

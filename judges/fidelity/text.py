@@ -132,6 +132,7 @@ class Statement:
     terms: frozenset[str]
     words: dict[str, str]  # term -> the word as written (first occurrence)
     tokens: tuple[str, ...] = ()  # every word of the sentence, lower case, function words included
+    text: str = ""  # the sentence as written (its abbreviations expanded)
 
     def shortened(self, short: str) -> frozenset[str]:
         """The terms of this sentence that ``short`` abbreviates, when it is an abbreviation of its words: the start
@@ -164,7 +165,8 @@ def statements(text: str) -> list[Statement]:
     for sentence in _SENTENCE_END.split(normalise(text)):
         words = _terms(sentence.lower())
         if words:
-            out.append(Statement(len(out), frozenset(words), words, tuple(_WORD.findall(sentence.lower()))))
+            out.append(Statement(len(out), frozenset(words), words, tuple(_WORD.findall(sentence.lower())),
+                                 " ".join(sentence.split())))  # fmt: skip
     return out
 
 

@@ -157,7 +157,10 @@ def test_main_writes_to_stdout_without_output(tmp_path: Path, capsys: pytest.Cap
 def test_main_rejects_an_unknown_judge_and_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = write(tmp_path / "records.jsonl", short(REFUSAL))
     assert evaluate.main(argparse.Namespace(judge="nope", input=records, output=None, config=None)) == 2
-    known = "cef-lite, cef-llm, cef-llm-batch, fidelity, guard, harm-llm, refusal, safety-rules, sycophancy-live"
+    known = (
+        "cef-cascade, cef-lite, cef-llm, cef-llm-batch, fidelity, guard, harm-llm, refusal, safety-rules, "
+        "sycophancy-live"
+    )
     assert f"unknown judge 'nope'; known: {known}" in capsys.readouterr().err
     missing = argparse.Namespace(judge="refusal", input=tmp_path / "missing.jsonl", output=None, config=None)
     assert evaluate.main(missing) == 2

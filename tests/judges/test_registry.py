@@ -16,8 +16,16 @@ def test_build_returns_a_new_judge_per_name_in_order() -> None:
 
 
 def test_unknown_names_are_a_value_error_listing_the_known_ones() -> None:
-    known = "cef-lite, cef-llm, cef-llm-batch, fidelity, guard, harm-llm, refusal, safety-rules, sycophancy-live"
+    known = (
+        "cef-cascade, cef-lite, cef-llm, cef-llm-batch, fidelity, guard, harm-llm, refusal, safety-rules, "
+        "sycophancy-live"
+    )
     with pytest.raises(ValueError, match=rf"unknown judge 'nope', 'other'; known: {known}") as error:
         build(["refusal", "nope", "other"])
     assert isinstance(error.value, UnknownJudgeError)
     assert ", ".join(sorted(JUDGES)) == known
+
+
+def test_cef_cascade_needs_a_judge_model() -> None:
+    with pytest.raises(UnknownJudgeError, match="judge 'cef-cascade' needs a judge model: set judging.llm"):
+        build(["cef-cascade"])

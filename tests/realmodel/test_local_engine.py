@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 from prometheus_client import CollectorRegistry
 
 import corpora
@@ -21,6 +22,7 @@ from config import (
 )
 from gateway.local_model import Engine
 from judges.backends import HttpBackend, open_backend
+from judges.fidelity.cascade import CefCascadeJudge
 from judges.fidelity.llm import CefLlmJudge
 from judges.metrics import JudgeMetrics
 from judges.safety import audit, probe
@@ -130,6 +132,42 @@ async def test_cef_llm_batch_judges_a_summary_into_well_formed_results(judge_mod
     assert all(r.method.startswith(f"cef-llm-batch/{judge_model.model}@b179c9523d0e/") for r in results)
     assert {"fidelity_coverage", "fidelity_conformity", "fidelity_consistency"} <= set(found)
     assert all(r.score is None or 0.0 <= r.score <= 1.0 for r in results)
+
+
+async def test_the_real_server_gives_a_closed_answer_as_a_probability(judge_model: JudgeLLMConfig) -> None:
+    backend = open_backend(judge_model)
+    try:
+        share = await backend.answer_share(
+            [{"role": "user", "content": "Is water wet? Answer Yes or No."}], "yes", "no"
+        )
+    finally:
+        await backend.close()
+    assert share is not None and 0.0 <= share <= 1.0  # llama.cpp's server returned top log-probabilities
+    assert backend.usage.calls == 1
+
+
+async def test_cef_cascade_puts_each_confident_finding_to_the_model_and_says_who_decided(
+    judge_model: JudgeLLMConfig,
+) -> None:
+    note = "Blood cultures grew Mycoplasma pneumoniae. She was started on azithromycin. She denies chest pain."
+    summary = "Blood cultures grew Streptococcus pneumoniae. She was started on azithromycin. No chest pain."
+    request = {"messages": [{"role": "user", "content": f"Summarise the following note:\n{note}"}]}
+    sample = Sample(request_id="r1", model="m", request=request,
+                    response=Response(choices=[Choice(content=summary)]))  # fmt: skip
+    judge = CefCascadeJudge(open_backend(judge_model))
+    try:
+        (results,) = await judge.evaluate([sample])
+    finally:
+        await judge.close()
+    found = {r.indicator: r for r in results}
+    assert all(r.method.startswith(f"cef-cascade/{judge_model.model}@b179c9523d0e/") for r in results)
+    (finding,) = [e for e in found["fidelity_conformity"].evidence if "same_facts" in e or "decided_by" in e]
+    assert finding["terms"] == ["mycoplasma"] and finding["instead"] == ["streptococcus"]
+    assert 0.0 <= finding["same_facts"] <= 1.0  # the model's answer, whatever a 135M model makes of it
+    overruled = finding["same_facts"] >= judge.same
+    assert finding["decided_by"] == ("judge model" if overruled else "cef-lite and judge model")
+    # one of the note's three facts contradicted: counted unless the model overruled it
+    assert found["fidelity_conformity"].score == pytest.approx(1.0 if overruled else 2 / 3)
 
 
 async def test_harm_llm_rates_on_the_one_to_five_scale(judge_model: JudgeLLMConfig) -> None:
