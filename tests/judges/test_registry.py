@@ -27,5 +27,5 @@ def test_unknown_names_are_a_value_error_listing_the_known_ones() -> None:
 
 
 def test_cef_cascade_needs_a_judge_model() -> None:
-    with pytest.raises(UnknownJudgeError, match="judge 'cef-cascade' needs a judge model: set judging.llm"):
+    with pytest.raises(UnknownJudgeError, match=r"judge 'cef-cascade' needs a judge model: set judging\.llm"):
         build(["cef-cascade"])
