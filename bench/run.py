@@ -895,11 +895,13 @@ def rounds_report(rounds: Rounds | None) -> tuple[list[str], list[tuple[str, str
         lines.append(f"| {name} req/s | {cells} | {'—' if median is None else f'{median:,.0f}'} |")
     targets = []
     gateway = found.get("medic-gateway", [])
-    for other, mult, label in (("portkey", TARGET_X_PORTKEY, "Portkey gateway"), ("bare-relay", None, "the relay")):
+    others = (("portkey", TARGET_X_PORTKEY, "Portkey gateway"), ("litellm", TARGET_X_LITELLM, "LiteLLM proxy"),
+              ("bare-relay", None, "the relay"))  # fmt: skip
+    for other, mult, label in others:
         ratios = [g / o for g, o in zip(gateway, found.get(other, []), strict=False) if g and o]
         if not ratios:
             continue
-        cells = " | ".join(f"{r:.2f}x" for r in ratios)
+        cells = " | ".join(f"{r:.1f}x" if r >= 10 else f"{r:.2f}x" for r in ratios)
         median = statistics.median(ratios)
         lines.append(f"| gateway / {label} req/s | {cells} | **{median:.2f}x** |")
         if mult is not None:
@@ -1266,10 +1268,11 @@ def main() -> int:
     p.add_argument(
         "--rounds", type=int, default=5, metavar="N",
         help="after the main pass, N alternating rounds of --round-setups (the order rotated each round): requests/s "
-        "of each, serial p50 of the relay and the gateway; the Portkey ratio and the serial p50 over the relay are "
-        "then also judged on their medians over the rounds, as this machine's speed drifts (default 5; 0: none)",
+        "of each, serial p50 of the relay and the gateway; the Portkey and LiteLLM ratios and the serial p50 over the "
+        "relay are then also judged on their medians over the rounds, as this machine's speed drifts (default 5; 0: "
+        "none)",
     )  # fmt: skip
-    p.add_argument("--round-setups", default="bare-relay,medic-gateway,portkey", help="the setups of the rounds")
+    p.add_argument("--round-setups", default="bare-relay,medic-gateway,portkey,litellm", help="the rounds' setups")
     p.add_argument(
         "--layout",
         choices=sorted(LAYOUTS),
