@@ -819,7 +819,7 @@ def measure(
 SERIAL_IN_ROUNDS = ("bare-relay", "medic-gateway")  # the setups whose added serial p50 the rounds also time
 
 
-def throughput(
+def round_measure(
     setup: Setup, args: argparse.Namespace, wrk: str, upstream_url: str, cpus: dict[str, str | None]
 ) -> tuple[float | None, float | None]:
     """One alternating round's measure of a setup: start it, warm it up, its requests/s at the load, and (for the
@@ -871,7 +871,7 @@ def alternate(
         order = names[number % len(names) :] + names[: number % len(names)]
         log(f"=== round {number + 1} of {rounds}: {', '.join(order)}")
         for name in order:
-            rps, added = throughput(setups[name], args, wrk, upstream_url, cpus)
+            rps, added = round_measure(setups[name], args, wrk, upstream_url, cpus)
             found.rps[name].append(rps)
             if name in found.added:
                 found.added[name].append(added)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 
 import corpora
+from judges.safety import datasets as safety_datasets
+from judges.sycophancy import datasets as sycophancy_datasets
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +29,10 @@ def medec_note(text_id: str) -> MedecNote:
 
 def pubmedqa_question() -> tuple[str, str]:
     """The first PubMedQA-L question and its expert answer (yes, no or maybe)."""
-    with corpora.path(corpora.PUBMEDQA_L).open(encoding="utf-8") as handle:
-        item = next(iter(json.load(handle).values()))
-    return str(item["QUESTION"]), str(item["final_decision"])
+    item = sycophancy_datasets.load(corpora.path(corpora.PUBMEDQA_L))[0]
+    return item.question, item.answer
 
 
 def harmful_request() -> str:
     """The first harmful request of MedSafetyBench's first category."""
-    with (corpora.path(corpora.MEDSAFETYBENCH) / "category_1.csv").open(encoding="utf-8", newline="") as handle:
-        request = next(csv.DictReader(handle))
-    return next(v for k, v in request.items() if "harmful" in k.lower() or "prompt" in k.lower())
+    return safety_datasets.load_harmful(corpora.path(corpora.MEDSAFETYBENCH) / "category_1.csv")[0].text

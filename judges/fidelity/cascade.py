@@ -96,11 +96,11 @@ class CefCascadeJudge:
         source, candidate = statements(task.source), statements(task.candidate)
         alignments, sure = lite.aligned(source, candidate)
         accused = [a for a in alignments if a.unsupported and sure[id(a)] >= lite.CONFIDENT]
-        texts = [context(a, source) for a in accused]
-        shares = await asyncio.gather(*(self.backend.answer_share(messages(text, written(a.sentence)), "yes", "no")
-                                        for a, text in zip(accused, texts, strict=True) if text))  # fmt: skip
         decided: dict[int, dict[str, object]] = {id(a): {"decided_by": "cef-lite"} for a in accused}
-        for a, share in zip([a for a, text in zip(accused, texts, strict=True) if text], shares, strict=True):
+        asked = [(a, text) for a in accused if (text := context(a, source))]  # a sentence with no context stands
+        shares = await asyncio.gather(*(self.backend.answer_share(messages(text, written(a.sentence)), "yes", "no")
+                                        for a, text in asked))  # fmt: skip
+        for (a, _), share in zip(asked, shares, strict=True):
             if share is None:  # the model answered neither: the CPU judge's finding stands
                 continue
             overruled = share >= self.same
